@@ -1,0 +1,83 @@
+"""The pytest side of the local cloud: bring it up or reuse a running one, upload the base
+test image once, and hand out keystoneauth sessions for the non-admin user and for admin."""
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+from glanceclient import client as glance_client
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+
+from . import baseimage, cli
+
+BASE_IMAGE_NAME = "localcloud-debian12-salt"
+
+
+class LocalCloud:
+    """A running local cloud, seen from the tests."""
+
+    def __init__(self, started_here):
+        self.started_here = started_here
+        self.home = cli.HOME
+        self.clouds_yaml = cli.CLOUDS_YAML
+        self.clouds = yaml.safe_load(self.clouds_yaml.read_text())["clouds"]
+        self._sessions = {}
+        self._base = None
+
+    def session(self, admin=False):
+        name = "localcloud-admin" if admin else "localcloud"
+        if name not in self._sessions:
+            a = self.clouds[name]["auth"]
+            self._sessions[name] = ks_session.Session(auth=v3.Password(
+                auth_url=a["auth_url"], username=a["username"], password=a["password"],
+                project_name=a["project_name"], user_domain_name=a["user_domain_name"],
+                project_domain_name=a["project_domain_name"]))
+        return self._sessions[name]
+
+    @property
+    def instances_path(self):
+        return cli.INSTANCES
+
+    def base_image(self):
+        """The base test image in Glance (public, uploaded by admin), built and cached on
+        disk once per machine and uploaded once per cloud."""
+        if self._base is None:
+            path = baseimage.ensure_base_image()
+            key = path.stem.split("-")[-1]
+            glance = glance_client.Client("2", session=self.session(admin=True))
+            found = [i for i in glance.images.list(filters={"name": BASE_IMAGE_NAME})
+                     if i.get("localcloud_base_key") == key and i["status"] == "active"]
+            if found:
+                image = found[0]
+            else:
+                image = glance.images.create(
+                    name=BASE_IMAGE_NAME, disk_format="raw", container_format="bare",
+                    visibility="public", os_distro="debian", os_version="12",
+                    localcloud_base_key=key)
+                with open(path, "rb") as f:
+                    glance.images.upload(image["id"], f, image_size=path.stat().st_size)
+                image = glance.images.get(image["id"])
+            self._base = {"id": image["id"], "name": image["name"], "path": path,
+                          "size": image["size"], "checksum": image["os_hash_value"]}
+        return self._base
+
+
+def is_up():
+    return subprocess.run([str(cli.HERE / "localcloud"), "status"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
+def start():
+    """Reuse a running cloud, or bring one up; returns a LocalCloud."""
+    if is_up() and cli.CLOUDS_YAML.exists():
+        return LocalCloud(started_here=False)
+    subprocess.run([str(cli.HERE / "localcloud"), "up"], check=True)
+    return LocalCloud(started_here=True)
+
+
+def stop(cloud):
+    if cloud.started_here and os.environ.get("LOCALCLOUD_KEEP") != "1":
+        subprocess.run([str(cli.HERE / "localcloud"), "down"], check=True)
