@@ -5,6 +5,9 @@ setup(
     version="0.1.0",
     description="Bake golden OpenStack images with SaltStack",
     packages=find_packages(include=["saltami", "saltami.*"]),
+    # saltami/_modules, _states, _runners link to the top-level loader module folders;
+    # building the package copies the files they point to (see saltami/saltext.py)
+    package_data={"saltami": ["_modules/*.py", "_states/*.py", "_runners/*.py"]},
     python_requires=">=3.10",
     install_requires=[
         "python-novaclient",
@@ -14,4 +17,5 @@ setup(
         "openstacksdk",
         "pyyaml",
     ],
+    entry_points={"salt.loader": ["salt-ami = saltami.saltext:loader_dirs"]},
 )

@@ -1,6 +1,12 @@
+from pathlib import Path
+
 import pytest
 
+from helpers import RUN, leftovers
 from localcloud import fixture as localcloud_fixture
+from saltami.cloud.auth import connect
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +33,89 @@ def admin_session(localcloud):
 def base_image(localcloud):
     """The base test image (Debian 12 + python3 + salt) in Glance: dict with id, name, path."""
     return localcloud.base_image()
+
+
+# ----------------------------------------------------------------------------- salt daemons
+# pytest-salt-factories' log server and event listener bind 0.0.0.0 by default: keep them
+# on loopback like everything else here
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    log_server = session.config.pluginmanager.get_plugin("saltfactories-log-server")
+    if log_server is not None:
+        log_server.log_host = "127.0.0.1"
+
+
+@pytest.fixture(scope="session")
+def event_listener():
+    from saltfactories.plugins.event_listener import EventListener
+
+    listener = EventListener()
+    listener.host = "127.0.0.1"
+    listener.address = f"tcp://127.0.0.1:{listener.port}"
+    with listener:
+        yield listener
+
+
+@pytest.fixture(scope="session")
+def salt_factories_config(tmp_path_factory):
+    return {"root_dir": tmp_path_factory.mktemp("salt")}
+
+
+@pytest.fixture(scope="session")
+def cloud_profile(localcloud):
+    """What a user puts in ``ami:cloud``: the non-admin cloud of the local clouds.yaml."""
+    return {"cloud": "localcloud", "clouds_yaml": str(localcloud.clouds_yaml)}
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories, cloud_profile):
+    factory = salt_factories.salt_master_daemon("master", overrides={
+        "file_roots": {"base": [str(REPO / "salt" / "formulas")]},
+        "timeout": 120,
+        "ami": {"cloud": cloud_profile},
+    })
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="session")
+def salt_minion(salt_master, cloud_profile):
+    factory = salt_master.salt_minion_daemon("minion", overrides={"ami": {"cloud": cloud_profile}})
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="session")
+def salt_call(salt_minion):
+    return salt_minion.salt_call_cli(timeout=900)
+
+
+@pytest.fixture(scope="session")
+def salt_run(salt_master):
+    return salt_master.salt_run_cli(timeout=900)
+
+
+# ----------------------------------------------------------------------------- library clients
+def _connect(localcloud, monkeypatch, cloud):
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(localcloud.clouds_yaml))
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    return connect(cloud=cloud)
+
+
+@pytest.fixture
+def clients(localcloud, monkeypatch):
+    """saltami Clients of the non-admin user."""
+    return _connect(localcloud, monkeypatch, "localcloud")
+
+
+@pytest.fixture
+def admin_clients(localcloud, monkeypatch):
+    return _connect(localcloud, monkeypatch, "localcloud-admin")
+
+
+@pytest.fixture
+def name(request, clients):
+    """A name unique to this test for what it makes; nothing so named may outlive it."""
+    prefix = f"{RUN}-{request.node.name}"
+    yield prefix
+    assert leftovers(clients, prefix) == []

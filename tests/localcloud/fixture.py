@@ -1,10 +1,7 @@
 """The pytest side of the local cloud: bring it up or reuse a running one, upload the base
 test image once, and hand out keystoneauth sessions for the non-admin user and for admin."""
-import hashlib
-import json
 import os
 import subprocess
-from pathlib import Path
 
 import yaml
 from glanceclient import client as glance_client

@@ -1,0 +1,108 @@
+"""Which cloud, and one keystoneauth session shared by the nova, cinder and Glance clients.
+
+A cloud is given as one of:
+- a name in clouds.yaml (read by openstacksdk's config loader, which also honours
+  OS_CLIENT_CONFIG_FILE, secure.yaml, application credentials and cacert/verify);
+- a profile: a dict with the same keys a clouds.yaml entry has (``auth``, ``auth_type``,
+  ``region_name``, ``cacert``, ``verify``, ...), optionally with ``cloud: NAME`` to start from
+  a clouds.yaml entry and override parts of it, and ``clouds_yaml: PATH`` to read that
+  file rather than the standard places;
+- nothing: then OS_CLOUD, or the OS_* variables of the environment.
+"""
+import functools
+import os
+
+import openstack.config
+from keystoneauth1 import exceptions as ks_exc
+
+from ..errors import CloudError, InvalidArgument
+
+NOVA_MICROVERSION = "2.96"     # the newest novaclient speaks
+CINDER_MICROVERSION = "3.71"   # the newest cinderclient speaks; upload-to-image needs >= 3.1
+SECRET_KEYS = frozenset({"password", "token", "application_credential_secret", "secret",
+                         "client_secret", "passcode", "totp"})
+
+
+def redact(value):
+    """A copy of a profile (nested dicts and lists) with every secret replaced, for logs,
+    return values and error messages."""
+    if isinstance(value, dict):
+        return {k: ("<redacted>" if k in SECRET_KEYS and v else redact(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+class Clients:
+    """nova, cinder and Glance clients over one session, made when first used."""
+
+    def __init__(self, region):
+        self.region = region
+        self.session = region.get_session()
+        self.region_name = region.region_name
+        self.interface = region.get_interface()
+
+    def _kw(self, service_type):
+        return {"session": self.session, "region_name": self.region_name,
+                "interface": self.interface, "service_type": service_type}
+
+    @functools.cached_property
+    def nova(self):
+        from novaclient import client
+        kw = self._kw("compute")
+        kw["endpoint_type"] = kw.pop("interface")
+        return client.Client(NOVA_MICROVERSION, **kw)
+
+    @functools.cached_property
+    def cinder(self):
+        from cinderclient import client
+        kw = self._kw("block-storage")
+        kw["endpoint_type"] = kw.pop("interface")
+        return client.Client(CINDER_MICROVERSION, **kw)
+
+    @functools.cached_property
+    def glance(self):
+        from glanceclient import client
+        return client.Client("2", **self._kw("image"))
+
+    @property
+    def project_id(self):
+        return self.session.get_project_id()
+
+
+def connect(cloud=None, profile=None):
+    """Clients for a cloud given by name, by profile, or by the environment (module doc)."""
+    if cloud is not None and not isinstance(cloud, str):
+        raise InvalidArgument(f"cloud must be the name of a clouds.yaml entry, not {type(cloud).__name__}")
+    if profile is not None and not isinstance(profile, dict):
+        raise InvalidArgument(f"a cloud profile must be a mapping of clouds.yaml keys, not {redact(profile)!r}")
+    kwargs = dict(profile or {})
+    cloud = cloud or kwargs.pop("cloud", None)
+    files = kwargs.pop("clouds_yaml", None)
+    if files is not None:
+        files = [files] if isinstance(files, str) else list(files)
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            raise InvalidArgument(f"clouds_yaml {missing[0]!r} is not a readable file")
+    config = openstack.config.OpenStackConfig(app_name="salt-ami", config_files=files)
+    try:
+        region = config.get_one(cloud=cloud, **kwargs)
+    except openstack.exceptions.ConfigException as e:
+        known = ", ".join(sorted(config.get_cloud_names())) or "none"
+        raise InvalidArgument(f"cloud {cloud!r}: {e} (clouds known from clouds.yaml: {known})") from None
+    except ks_exc.MissingRequiredOptions as e:
+        raise InvalidArgument(f"cloud {cloud or '(from environment)'!r} lacks auth options: "
+                              f"{', '.join(o.dest for o in e.options)}") from None
+    return Clients(region)
+
+
+def check_auth(clients):
+    """Authenticate now, so that bad credentials fail before anything else is attempted."""
+    try:
+        clients.session.get_token()
+    except ks_exc.Unauthorized as e:
+        raise CloudError(f"authentication refused by {clients.region.config.get('auth', {}).get('auth_url')}: "
+                         f"{e.message}") from None
+    except ks_exc.ConnectFailure as e:
+        raise CloudError(f"identity service unreachable: {e}") from None
+    return clients
