@@ -8,10 +8,8 @@ import time
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from . import errors
-from .cloud import auth
 
 log = logging.getLogger(__name__)
-PROGRESS_EVERY = 2.0   # seconds between two progress events of one transfer
 
 
 def cloud_spec(config_get, cloud=None):
@@ -31,6 +29,10 @@ def cloud_spec(config_get, cloud=None):
 def clients(context, config_get, cloud=None):
     """Clients for this call chain, kept in ``__context__`` so that one session (and one
     token) serves every call of a job."""
+    # imported here: functions that need no cloud (whoami inside a builder) must work
+    # where the OpenStack clients are not installed
+    from .cloud import auth
+
     name, profile = cloud_spec(config_get, cloud)
     key = ("saltami.clients", name, repr(sorted((profile or {}).items())))
     if key not in context:
@@ -52,18 +54,13 @@ def salt_errors():
 
 
 def progress_reporter(send_event, tag, what):
-    """A ``progress(done, total)`` callback that logs and fires ``tag`` at most every
-    PROGRESS_EVERY seconds, and always at the end."""
-    last = [0.0]
+    """A ``progress(done, total)`` callback (the library already calls it sparingly) that
+    logs and fires ``tag`` on the event bus."""
     start = time.monotonic()
 
     def report(done, total):
-        now = time.monotonic()
-        if done < total and now - last[0] < PROGRESS_EVERY:
-            return
-        last[0] = now
         pct = 100.0 * done / total if total else 100.0
-        rate = done / max(now - start, 1e-6) / 2**20
+        rate = done / max(time.monotonic() - start, 1e-6) / 2**20
         log.info("%s: %d/%d bytes (%.0f%%, %.1f MiB/s)", what, done, total, pct, rate)
         send_event(tag, {"what": what, "bytes": done, "total": total, "percent": round(pct, 1),
                          "mib_per_s": round(rate, 1)})

@@ -1,6 +1,7 @@
 """ami_nova through a real salt-minion against the local cloud, as the non-admin user."""
 import json
 import time
+from pathlib import Path
 import uuid
 
 import pytest
@@ -156,7 +157,10 @@ def test_snapshot_waits_for_an_active_image(salt_call, server, demo_session):
         glance.images.delete(image["id"])
 
 
-def test_no_secret_in_what_the_module_returns(salt_call, server, localcloud):
+def test_no_secret_in_returns_or_logs(salt_call, salt_minion, salt_master, server, localcloud):
     password = localcloud.clouds["localcloud"]["auth"]["password"]
-    ret = salt_call.run("ami_nova.show", server["id"])
+    ret = salt_call.run("ami_nova.show", server["id"], "--log-level=debug")
     assert password not in json.dumps(ret.data) + ret.stdout + ret.stderr
+    for daemon in (salt_minion, salt_master):
+        log_file = Path(daemon.config["log_file"])
+        assert log_file.exists() and password not in log_file.read_text(errors="replace")

@@ -292,6 +292,8 @@ default_volume_type = __DEFAULT__
 host = localcloud-cinder
 my_ip = 127.0.0.1
 rootwrap_config = {ETC}/cinder-rootwrap.conf
+# without it cinder refuses every list filter of a non-admin user
+resource_query_filters_file = {veti}/cinder/resource_filters.json
 image_conversion_dir = {STATE}/cinder/conversion
 [database]
 connection = {db}/cinder?charset=utf8
@@ -397,7 +399,8 @@ socket = {STATE}/mysql/run/mysqld.sock
     wait_for("mariadb", lambda: run(*client, "-e", "select 1", check=False, capture=True).returncode == 0)
     sql = f"CREATE USER 'os'@'127.0.0.1' IDENTIFIED BY '{sec['db']}'; GRANT ALL ON *.* TO 'os'@'127.0.0.1';"
     sql += "".join(f"CREATE DATABASE {d};" for d in DB_NAMES)
-    run(*client, "-e", sql)
+    # on stdin: the password must not show in the process list
+    subprocess.run(client, input=sql.encode(), check=True)
 
 
 def start_rabbitmq():
@@ -453,10 +456,11 @@ def gunicorn(name, port, app, extra_env):
 
 
 def start_keystone(sec):
+    # the password goes through the environment, not the command line that ps shows
     run("keystone-manage", f"--config-file={ETC / 'keystone.conf'}", "bootstrap",
-        "--bootstrap-password", sec["admin"], "--bootstrap-region-id", REGION,
+        "--bootstrap-region-id", REGION,
         *[a for i in ("admin", "public", "internal") for a in (f"--bootstrap-{i}-url", AUTH_URL)],
-        env=venv_env(), logfile=LOGS / "keystone-bootstrap.log")
+        env=venv_env(OS_BOOTSTRAP_PASSWORD=sec["admin"]), logfile=LOGS / "keystone-bootstrap.log")
     gunicorn("keystone", 5000, "ks_wsgi:application", {"OS_KEYSTONE_CONFIG_FILES": str(ETC / "keystone.conf")})
     wait_for("keystone", lambda: http_ok(AUTH_URL))
 

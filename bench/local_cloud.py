@@ -1,7 +1,7 @@
 """The local cloud's own figures: `up` from scratch and warm, resident memory of all its
 services, boot-to-user-data time and snapshot time of the base image.
 
-    .venv/bin/python bench/localcloud.py [--no-scratch]
+    .venv/bin/python bench/local_cloud.py [--no-scratch]
 
 It stops a running local cloud, measures, and leaves one up. "From scratch" runs `up` in a
 new LOCALCLOUD_HOME (new venv and state; pip's download cache stays warm, apt packages stay
@@ -71,16 +71,17 @@ def boot_and_snapshot(cloud):
                                  nics="none", userdata=user_data)
     image_id = None
     try:
+        # the driver starts user-data during spawn, so the marker may come before ACTIVE
         marker = cloud.instances_path / server.id / "mnt" / "root" / "bench-marker"
-        active = None
-        while not marker.exists():
+        active = ran = None
+        while active is None or ran is None:
+            if ran is None and marker.exists():
+                ran = time.monotonic() - t0
             if active is None and nova.servers.get(server.id).status == "ACTIVE":
                 active = time.monotonic() - t0
             if time.monotonic() - t0 > 300:
-                raise SystemExit("user-data never ran")
+                raise SystemExit("the server never became ACTIVE with its user-data run")
             time.sleep(0.1)
-        ran = time.monotonic() - t0
-        active = active or ran
         t1 = time.monotonic()
         image_id = nova.servers.create_image(server, "bench-snapshot")
         while glance.images.get(image_id)["status"] != "active":
@@ -121,7 +122,7 @@ def main():
     body = "| what | figure |\n|---|---|\n" + "".join(f"| {w} | {v} |\n" for w, v in rows)
     body += "\nResident memory by service (MiB): " + ", ".join(
         f"{n} {v:.0f}" for n, v in sorted(rss.items(), key=lambda kv: -kv[1])) + "\n"
-    write_section("localcloud", "The local cloud", body)
+    write_section("local_cloud", "The local cloud", body)
 
 
 if __name__ == "__main__":
