@@ -48,3 +48,56 @@ def volume_device(volume, timeout=60):
     """
     with saltglue.salt_errors():
         return instance.volume_device(volume, timeout=timeout)
+
+
+def plan(ami_pillar, flavour=None):
+    """
+    What an orchestrated build will do: for each flavour (or the one given), a new build id
+    and its steps in order. Used by salt/formulas/ami/build.sls to lay out one state per step;
+    validates the flavours first, so a bad flavour stops the orchestration before anything
+    is created.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call ami.plan "$(salt-call --out=json pillar.get ami)" flavour=debian-postgres
+    """
+    from saltami import flavour as flavour_lib
+    from saltami import pipeline
+
+    with saltglue.salt_errors():
+        names = [flavour] if flavour else flavour_lib.names(ami_pillar)
+        return [{"flavour": name, "build": pipeline.new_id(name),
+                 "steps": [s.NAME for s in pipeline.steps_for(flavour_lib.resolve(ami_pillar, name)["strategy"])]}
+                for name in names]
+
+
+def scrub(root="/", trim=True, dry_run=False):
+    """
+    Remove from ``root`` what must not be in a golden image (SSH host keys, machine id,
+    Salt and cloud-init state, leases, logs, histories, package caches, temporary files, the
+    builder's authorized_keys; see saltami/scrub.py), make sure sshd gets new host keys at
+    first boot, then fstrim the free space (zero-fill where that is not possible) unless
+    ``trim`` is false. ``root`` may be the mount point of an image. ``dry_run`` reports what
+    would go and changes nothing. Returns the report: per rule what was removed or emptied
+    and the bytes freed, and the trim.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call ami.scrub root=/mnt/image dry_run=True
+    """
+    # scrub.py is standalone (builders without the library run it as a script), so its
+    # errors are given the library's meaning here
+    from saltami import errors
+    from saltami import scrub as scrubber
+
+    with saltglue.salt_errors():
+        try:
+            return scrubber.scrub(root=root, trim=trim, dry_run=dry_run)
+        except scrubber.InvalidRoot as e:
+            raise errors.InvalidArgument(str(e)) from None
+        except scrubber.ScrubError as e:
+            raise errors.AmiError(str(e)) from None

@@ -66,3 +66,19 @@ def progress_reporter(send_event, tag, what):
                          "mib_per_s": round(rate, 1)})
 
     return report
+
+
+def config_getter(opts, pillar):
+    """``config.get`` for runners, which have none: pillar first, then the master config."""
+    from salt.utils.data import traverse_dict_and_list
+
+    missing = object()
+
+    def get(key, default=None):
+        for source in (pillar, opts):
+            value = traverse_dict_and_list(source, key, missing, delimiter=":")
+            if value is not missing:
+                return value
+        return default
+
+    return get

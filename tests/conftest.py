@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import RUN, leftovers
 from localcloud import fixture as localcloud_fixture
@@ -67,10 +68,38 @@ def cloud_profile(localcloud):
     return {"cloud": "localcloud", "clouds_yaml": str(localcloud.clouds_yaml)}
 
 
+BUILD_TIMEOUTS = {"boot": 300, "minion": 180, "apply": 600, "snapshot": 600, "validate": 300}
+
+
 @pytest.fixture(scope="session")
-def salt_master(salt_factories, cloud_profile):
+def flavours(base_image):
+    """The test flavours, as a user writes them in pillar: the base test image with the
+    amitest formula (salt/formulas/amitest, no package downloads)."""
+    base = {"base": {"name": base_image["name"]}, "sls": ["amitest"], "flavor": "localcloud.small",
+            "pillar": {"amitest": {"mark": "baked-by-test", "secret": "pillar-secret-do-not-leak"}},
+            "properties": {"os_distro": "debian", "os_version": "12"}, "keep": 2,
+            "timeouts": BUILD_TIMEOUTS}
+    return {
+        "amitest": base,
+        "amitest-extra": {"extends": "amitest", "sls": ["amitest.extra"], "tags": ["extra"]},
+        "amitest-broken": {"extends": "amitest", "sls": ["amitestbroken"]},
+        "amitest-badtest": {"extends": "amitest", "test": {"cmd": "test -e /etc/ami-test/never"}},
+    }
+
+
+@pytest.fixture(scope="session")
+def pillar_tree(tmp_path_factory, flavours):
+    root = tmp_path_factory.mktemp("pillar")
+    (root / "top.sls").write_text("base:\n  '*':\n    - ami\n")
+    (root / "ami.sls").write_text(yaml.safe_dump({"ami": {"flavours": flavours}}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories, cloud_profile, pillar_tree):
     factory = salt_factories.salt_master_daemon("master", overrides={
-        "file_roots": {"base": [str(REPO / "salt" / "formulas")]},
+        "file_roots": {"base": [str(REPO / "salt" / "formulas"), str(REPO / "tests" / "formulas")]},
+        "pillar_roots": {"base": [str(pillar_tree)]},
         "timeout": 120,
         "ami": {"cloud": cloud_profile},
     })

@@ -1,5 +1,6 @@
 """Helpers the cloud tests share: test files, and context managers that clean up."""
 import contextlib
+import glob
 import hashlib
 import os
 import subprocess
@@ -77,3 +78,24 @@ def booted(clients, image_id, name):
         server.delete()
         wait_for(lambda: [s for s in clients.nova.servers.list() if s.id == server.id],
                  lambda found: not found, f"server {server.id} to be deleted", 180)
+
+
+@contextlib.contextmanager
+def mounted_image(path, workdir):
+    """The root filesystem of a raw disk image (partitioned or not), mounted read-only."""
+    loop = subprocess.run(["losetup", "--find", "--show", "--read-only", str(path)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    mnt = workdir / "mnt"
+    mnt.mkdir(exist_ok=True)
+    partitioned = subprocess.run(["partx", "-a", loop], capture_output=True).returncode == 0
+    try:
+        parts = sorted(glob.glob(f"{loop}p*")) if partitioned else []
+        subprocess.run(["mount", "-o", "ro,noload", (parts or [loop])[-1], str(mnt)], check=True)
+        try:
+            yield mnt
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+    finally:
+        if partitioned:
+            subprocess.run(["partx", "-d", loop], capture_output=True)
+        subprocess.run(["losetup", "-d", loop], check=True)

@@ -29,7 +29,7 @@ def test_application_credential_works(demo_session, localcloud):
                             "application_credential_secret": cred["secret"]}}
         clients = auth.check_auth(auth.connect(profile=profile))
         assert clients.project_id == demo_session.get_project_id()
-        assert [i["id"] for i in clients.glance.images.list()]
+        assert clients.nova.flavors.find(name="localcloud.small")
         assert cred["secret"] not in repr(auth.redact(profile))
     finally:
         demo_session.delete(f"/users/{user_id}/application_credentials/{cred['id']}",

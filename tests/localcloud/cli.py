@@ -14,6 +14,7 @@ survive `up`; state/ (databases, logs, instances, volumes, images) is made anew 
 This file needs only the standard library: it runs before the venv exists.
 """
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -503,12 +504,24 @@ def write_clouds_yaml(sec):
     tmp.replace(CLOUDS_YAML)
 
 
+def exclusive(fn):
+    """One up or down at a time on a machine: a second caller waits, then sees the first's
+    work (two test sessions starting together share one cloud)."""
+    def locked(*args, **kwargs):
+        HOME.mkdir(parents=True, exist_ok=True)
+        with open(HOME / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return fn(*args, **kwargs)
+    return locked
+
+
+@exclusive
 def up(args):
     if running_apis() == set(APIS) and all(pid_alive(p) for p in started_pids().values()):
         log("already up; reusing it")
         return
     install()
-    down(quiet=True)
+    stop(quiet=True)
     sec = fresh_state()
     log("state reset; starting mariadb and rabbitmq")
     with ThreadPoolExecutor(2) as ex:
@@ -578,7 +591,12 @@ def kill_all(pids, grace=10):
             return
 
 
+@exclusive
 def down(args=None, quiet=False):
+    stop(quiet)
+
+
+def stop(quiet=False):
     pids = started_pids()
     if pids and not quiet:
         log(f"stopping {len(pids)} processes")

@@ -1,0 +1,105 @@
+"""Images as states: ``ami.present`` (an image of a flavour, built only when its fingerprint
+differs from the newest image's), ``ami.absent`` and ``ami.pruned``.
+
+These call the ``ami`` runner, so they run where runners can be called: in an
+orchestration (``salt-run state.orch``) or on the master's own minion.
+
+.. code-block:: yaml
+
+    debian-postgres:
+      ami.present:
+        - base: {properties: {os_distro: debian, os_version: "12"}}
+        - sls: [postgres, postgres.python]
+        - flavor: m1.small
+
+Without flavour keys, ``name`` is a flavour of pillar ``ami:flavours``.
+"""
+__virtualname__ = "ami"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _runner(fun, **kwargs):
+    return __salt__["saltutil.runner"](f"ami.{fun}", **kwargs)
+
+
+def _failed(ret, out):
+    """saltutil.runner hands back a runner's exception as a string or an error dict."""
+    if isinstance(out, dict) and "Error" not in out and "error" not in out:
+        return False
+    ret.update(result=False, comment=str(out.get("Error") or out.get("error") if isinstance(out, dict) else out))
+    return True
+
+
+def present(name, **definition):
+    """
+    An up-to-date image of flavour ``name`` exists: one whose fingerprint (base image and its
+    hash, SLS content, pillar, salt and salt-ami versions, image settings) is the flavour's
+    current one. Otherwise a build runs (not with ``test=True``, which says what would be
+    built and why).
+
+    name
+        the flavour's name (images carry it as ``ami_flavour``)
+    definition
+        the flavour's keys (see pillar.example); none to use pillar ``ami:flavours:<name>``
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    definition = {k: v for k, v in definition.items() if not k.startswith("__")} or None
+    status = _runner("status", flavour=name, definition=definition)
+    if _failed(ret, status):
+        return ret
+    if status["up_to_date"]:
+        ret["comment"] = (f"image {status['image']['name']} ({status['image']['id']}) has fingerprint "
+                          f"{status['fingerprint']}: nothing to build")
+        return ret
+    why = "; ".join(status["why"])
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"flavour {name} would be built: {why}",
+                   changes={"image": {"old": status["newest"], "new": f"fingerprint {status['fingerprint']}"}})
+        return ret
+    built = _runner("build", flavour=name, definition=definition)
+    if _failed(ret, built):
+        return ret
+    ret.update(comment=f"built image {built['image']['name']} because {why}",
+               changes={"image": {"old": status["newest"], "new": built["image"]},
+                        "build": {"id": built["build"], "manifest": built["manifest"]}})
+    return ret
+
+
+def absent(name, force=False):
+    """
+    No image of flavour ``name`` is left (one a server uses makes the state fail unless
+    ``force``).
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    out = _runner("remove", flavour=name, keep=0, force=force, test=__opts__["test"])
+    if _failed(ret, out):
+        return ret
+    return _report(ret, name, out)
+
+
+def pruned(name, keep=3):
+    """
+    At most ``keep`` images of flavour ``name`` are left, the newest; images that servers
+    use are kept and reported.
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    out = _runner("remove", flavour=name, keep=keep, force=False, test=__opts__["test"])
+    if _failed(ret, out):
+        return ret
+    return _report(ret, name, out)
+
+
+def _report(ret, name, out):
+    if out["deleted"]:
+        ret["changes"] = {"deleted": out["deleted"]}
+        if __opts__["test"]:
+            ret["result"] = None
+    in_use = out.get("kept_in_use") or {}
+    ret["comment"] = (f"{'would delete' if __opts__['test'] else 'deleted'} {len(out['deleted'])} image(s) of "
+                      f"{name}" + (f"; kept {len(in_use)} in use by servers: {in_use}" if in_use else ""))
+    if in_use and out.get("must_be_empty"):
+        ret["result"] = False
+    return ret

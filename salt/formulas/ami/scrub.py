@@ -1,0 +1,1 @@
+../../../saltami/scrub.py

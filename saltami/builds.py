@@ -1,0 +1,99 @@
+"""Builds as the master runs them: the runner (``salt-run ami.build``), the orchestration
+(one ``ami.step`` per state, ``ami.cleanup`` on failure) and the ``ami.present`` state all
+come through here."""
+import logging
+import os
+
+from . import flavour, pipeline
+from .errors import InvalidArgument
+from .pipeline.context import Context
+from .saltmaster import Master
+
+log = logging.getLogger(__name__)
+
+
+def builds_dir(opts):
+    """Build manifests live in the master's cache, next to the job cache."""
+    return os.path.join(opts["cachedir"], "ami", "builds")
+
+
+def master_pillar(opts, saltenv="base"):
+    import salt.pillar
+    return salt.pillar.Pillar(opts, {}, opts["id"], saltenv).compile_pillar()
+
+
+def context(opts, pillar_ami, flavour_name, clients):
+    spec = flavour.resolve(pillar_ami, flavour_name)
+    return Context(clients, Master(opts), spec, builds_dir(opts))
+
+
+def start(opts, pillar_ami, flavour_name, build_id=None):
+    """Validate the flavour (nothing is created if it is wrong) and open its manifest."""
+    flavour.resolve(pillar_ami, flavour_name)
+    return pipeline.Build.create(builds_dir(opts), flavour_name, build_id)
+
+
+def summary(build):
+    d = build.data
+    return {"build": d["id"], "flavour": d["flavour"], "status": d["status"],
+            "fingerprint": d.get("fingerprint"), "nothing_to_do": d.get("nothing_to_do"),
+            "image": d["outputs"].get("image"), "error": d.get("error"), "manifest": str(build.path),
+            "steps": [{k: s.get(k) for k in ("name", "status", "seconds", "error") if s.get(k) is not None}
+                      for s in d["steps"]]}
+
+
+def build(opts, pillar_ami, flavour_name, clients, build_id=None):
+    """A whole build in this process; raises StepFailed after cleaning up."""
+    b = start(opts, pillar_ami, flavour_name, build_id)
+    ctx = context(opts, pillar_ami, flavour_name, clients)
+    pipeline.run_all(b, ctx, pipeline.steps_for(ctx.spec["strategy"]))
+    return summary(b)
+
+
+def step(opts, pillar_ami, flavour_name, build_id, step_name, clients):
+    """One step of an orchestrated build; the first one opens the build's manifest."""
+    ctx = context(opts, pillar_ami, flavour_name, clients)
+    steps = {s.NAME: s for s in pipeline.steps_for(ctx.spec["strategy"])}
+    if step_name not in steps:
+        raise InvalidArgument(f"step {step_name!r} is not one of {', '.join(steps)}")
+    try:
+        b = pipeline.Build.load(ctx.builds_dir, build_id)
+    except pipeline.AmiError:
+        b = start(opts, pillar_ami, flavour_name, build_id)
+    result = pipeline.run_step(b, ctx, steps[step_name])
+    if step_name == list(steps)[-1]:
+        b.data["status"] = "done"
+        b.save()
+    return result
+
+
+def cleanup(opts, pillar_ami, build_id, clients):
+    b = pipeline.Build.load(builds_dir(opts), build_id)
+    ctx = context(opts, pillar_ami, b.data["flavour"], clients)
+    return pipeline.cleanup(b, ctx, pipeline.steps_for(ctx.spec["strategy"]))
+
+
+def status(opts, pillar_ami, flavour_name, clients):
+    """Whether the flavour's image is up to date, and if not why: the fingerprint it would
+    have now against the newest promoted image's provenance."""
+    from . import provenance
+    from .pipeline import resolve
+
+    ctx = context(opts, pillar_ami, flavour_name, clients)
+    _base, parts, fingerprint = resolve.current(ctx)
+    promoted = provenance.find_promoted(clients, flavour_name)
+    current = next((i for i in promoted if i.get("ami_fingerprint") == fingerprint), None)
+    newest = promoted[0] if promoted else None
+    if current:
+        why = []
+    elif newest is None:
+        why = [f"no image of flavour {flavour_name} exists"]
+    else:
+        why = [f"{part} changed" for part in sorted(parts)
+               if str(parts[part]) != str(newest.get(f"ami_{part}", parts[part]))] or \
+              ["the flavour's settings changed"]
+    return {"flavour": flavour_name, "fingerprint": fingerprint, "up_to_date": current is not None,
+            "image": current and {"id": current["id"], "name": current["name"]},
+            "newest": newest and {"id": newest["id"], "name": newest["name"],
+                                  "fingerprint": newest.get("ami_fingerprint")},
+            "why": why}

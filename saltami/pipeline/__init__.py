@@ -1,0 +1,161 @@
+"""A build is an ordered list of small steps, each with its undo beside it.
+
+Each step is a module of this package with ``NAME``, ``run(build, ctx)`` and
+``undo(build, ctx)``. ``run`` records every cloud or master resource it makes in the build
+(``build.add(kind, id)``) before it can fail, and ``undo`` removes what the build recorded
+for it. On any failure the steps that ran are undone in reverse order, so a failed build
+leaves nothing behind and never an image under its final name.
+
+The build's state is its manifest, a JSON file (like Packer's manifest) that is saved after
+every change: it is what lets each step run as a separate call (one state per step in the
+orchestration) and what a later cleanup uses after a build process was killed.
+"""
+import json
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+
+from ..errors import AmiError
+
+log = logging.getLogger(__name__)
+
+
+class StepFailed(AmiError):
+    """A step failed; the message names the step and the reason."""
+
+
+class Build:
+    """The state bag of one build, persisted as ``<builds_dir>/<id>.json``."""
+
+    def __init__(self, path, data):
+        self.path = Path(path)
+        self.data = data
+
+    @classmethod
+    def create(cls, builds_dir, flavour_name, build_id=None):
+        build_id = build_id or new_id(flavour_name)
+        path = Path(builds_dir) / f"{build_id}.json"
+        if path.exists():
+            raise AmiError(f"build {build_id} exists already ({path})")
+        build = cls(path, {"id": build_id, "flavour": flavour_name, "status": "running",
+                           "created": time.time(), "steps": [], "resources": {}, "outputs": {}})
+        build.save()
+        return build
+
+    @classmethod
+    def load(cls, builds_dir, build_id):
+        path = Path(builds_dir) / f"{build_id}.json"
+        try:
+            return cls(path, json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise AmiError(f"no build {build_id} (no manifest {path})") from None
+
+    @property
+    def id(self):
+        return self.data["id"]
+
+    def save(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, self.path)
+
+    # resources the build made, by kind ("server", "volume", "image", "minion_key"...)
+    def add(self, kind, value):
+        self.data["resources"].setdefault(kind, []).append(value)
+        self.save()
+
+    def forget(self, kind, value):
+        values = self.data["resources"].get(kind, [])
+        if value in values:
+            values.remove(value)
+            self.save()
+
+    def made(self, kind):
+        return list(self.data["resources"].get(kind, []))
+
+    def step_record(self, name):
+        return next((s for s in self.data["steps"] if s["name"] == name), None)
+
+
+def new_id(flavour_name):
+    """Sortable by time, unique across parallel builds of one flavour."""
+    return f"{flavour_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def run_step(build, ctx, step):
+    """Run one step and record it; a failure is recorded and raised as StepFailed."""
+    if build.data.get("status") in ("failed", "cleaned"):
+        raise StepFailed(f"build {build.id} already failed; not running step {step.NAME}")
+    if build.data.get("nothing_to_do"):
+        return {"step": step.NAME, "skipped": build.data["nothing_to_do"]}
+    record = {"name": step.NAME, "status": "running", "started": time.time()}
+    build.data["steps"].append(record)
+    build.save()
+    ctx.event(build, step.NAME, {"status": "started"})
+    t0 = time.monotonic()
+    try:
+        result = step.run(build, ctx)
+    except BaseException as e:  # an interrupt too must leave the manifest saying so
+        reason = str(e) or type(e).__name__
+        record.update(status="failed", seconds=round(time.monotonic() - t0, 2), error=reason)
+        build.data.update(status="failed", error=f"step {step.NAME}: {reason}", failed_step=step.NAME)
+        build.save()
+        ctx.event(build, step.NAME, {"status": "failed", "error": reason})
+        log.error("build %s: step %s failed: %s", build.id, step.NAME, reason)
+        if not isinstance(e, Exception):
+            raise
+        raise StepFailed(f"build {build.id}: step {step.NAME} failed: {reason}") from e
+    record.update(status="done", seconds=round(time.monotonic() - t0, 2))
+    build.save()
+    ctx.event(build, step.NAME, {"status": "done", "seconds": record["seconds"]})
+    log.info("build %s: step %s done in %.1fs", build.id, step.NAME, record["seconds"])
+    return {"step": step.NAME, "seconds": record["seconds"], **(result or {})}
+
+
+def cleanup(build, ctx, steps):
+    """Undo, in reverse order, every step that started; errors are collected, not raised
+    one by one, so that one stuck resource does not keep the others."""
+    started = {s["name"] for s in build.data["steps"]}
+    problems = []
+    for step in reversed(steps):
+        if step.NAME not in started:
+            continue
+        try:
+            step.undo(build, ctx)
+        except Exception as e:  # keep undoing the others
+            problems.append(f"undo {step.NAME}: {e}")
+            log.error("build %s: undo of %s failed: %s", build.id, step.NAME, e)
+    build.data["cleanup"] = {"at": time.time(), "problems": problems}
+    if build.data.get("status") != "done":
+        build.data["status"] = "cleaned" if not problems else "cleanup-failed"
+    build.save()
+    ctx.event(build, "cleanup", {"status": build.data["status"], "problems": problems})
+    return {"build": build.id, "status": build.data["status"], "problems": problems,
+            "left": {k: v for k, v in build.data["resources"].items() if v}}
+
+
+def run_all(build, ctx, steps):
+    """Every step in order; on failure, clean up and raise StepFailed."""
+    results = []
+    try:
+        for step in steps:
+            results.append(run_step(build, ctx, step))
+    except BaseException as e:
+        cleaned = cleanup(build, ctx, steps)
+        if cleaned["problems"] and isinstance(e, StepFailed):
+            raise StepFailed(f"{e}; cleanup could not remove everything: {'; '.join(cleaned['problems'])}") from e
+        raise
+    build.data["status"] = "done"
+    build.save()
+    return results
+
+
+def steps_for(strategy):
+    """The steps of a build, in order, for the flavour's strategy."""
+    from . import boot, promote, provision, prune, release, resolve, scrub, snapshot, validate
+    if strategy == "snapshot":
+        return [resolve, boot, provision, scrub, snapshot, release, validate, promote, prune]
+    raise AmiError(f"build strategy {strategy!r} is not available yet (available: snapshot)")

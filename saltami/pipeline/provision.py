@@ -1,0 +1,25 @@
+"""Apply the flavour's SLS to the builder (a failed state fails the build), then record the
+package manifest of what was built."""
+import hashlib
+import json
+
+NAME = "provision"
+PACKAGES = {"pkg.list_pkgs": "dpkg/rpm"}
+
+
+def run(build, ctx):
+    minion = build.data["builder"]["minion"]
+    spec = ctx.spec
+    applied = ctx.master.apply(minion, spec["sls"], pillar=spec.get("pillar"), timeout=spec["timeouts"]["apply"])
+    packages = ctx.master.call(minion, "pkg.list_pkgs", timeout=300) or {}
+    listing = json.dumps(packages, sort_keys=True, indent=0)
+    path = build.path.with_suffix(".packages.json")
+    path.write_text(listing)
+    build.data["packages"] = {"file": str(path), "count": len(packages),
+                              "sha256": hashlib.sha256(listing.encode()).hexdigest()}
+    build.save()
+    return {"states": applied["states"], "changed": len(applied["changed"]), "packages": len(packages)}
+
+
+def undo(build, ctx):
+    """The builder is removed by the boot step's undo."""

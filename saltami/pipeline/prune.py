@@ -1,0 +1,13 @@
+"""Delete the flavour's older images beyond ``keep``, never one that a server uses. A
+failure here does not fail the build: the new image is already promoted."""
+from .. import provenance
+
+NAME = "prune"
+
+
+def run(build, ctx):
+    return provenance.prune(ctx.clients, ctx.spec["name"], ctx.spec["keep"])
+
+
+def undo(build, ctx):
+    """Deleted images cannot come back; nothing to undo."""

@@ -1,0 +1,134 @@
+"""What a build asks of the Salt master it runs on: minion keys pre-seeded for builders,
+commands to builder minions, the file server's SLS, and events on the master's bus.
+
+Runs inside a runner (or the master's own minion during an orchestration)."""
+import hashlib
+import logging
+import time
+
+import salt.client
+import salt.fileserver
+import salt.utils.event
+import salt.version
+import salt.wheel
+
+from .errors import AmiError, InvalidArgument, Timeout
+
+log = logging.getLogger(__name__)
+
+
+class MinionFailed(AmiError):
+    """A builder minion ran something that failed; the message lists what."""
+
+
+class Master:
+    def __init__(self, opts, saltenv="base"):
+        self.opts = opts
+        self.saltenv = saltenv
+
+    # ------------------------------------------------------------------ keys
+    def new_minion_key(self, minion_id):
+        """A key pair for a minion that does not exist yet, accepted at once (as salt-cloud
+        does), so that the builder never waits for a human. The private key is returned,
+        never stored or logged."""
+        keys = salt.wheel.WheelClient(self.opts).cmd("key.gen_accept", [minion_id], print_event=False)
+        if not keys or "priv" not in keys:
+            raise AmiError(f"the master could not make a key for minion {minion_id}: {keys}")
+        return keys
+
+    def delete_minion_key(self, minion_id):
+        salt.wheel.WheelClient(self.opts).cmd("key.delete", [minion_id], print_event=False)
+
+    def minion_keys(self):
+        return salt.wheel.WheelClient(self.opts).cmd("key.list_all", print_event=False)
+
+    # ------------------------------------------------------------------ the builder's view of us
+    def address(self, wanted=None):
+        """How a builder reaches this master: the flavour's ``master``, else ami:master in
+        the master config, else the interface the master listens on."""
+        host = wanted or self.opts.get("ami", {}).get("master") or self.opts.get("interface")
+        if not host or host in ("0.0.0.0", "::"):
+            raise InvalidArgument("the builder needs an address for this master: set `master` in the "
+                                  "flavour or `ami: {master: ADDRESS}` in the master config (the master "
+                                  f"listens on {host or 'an unknown interface'})")
+        return {"master": host, "master_port": self.opts["ret_port"], "publish_port": self.opts["publish_port"]}
+
+    # ------------------------------------------------------------------ minions
+    def _client(self):
+        return salt.client.get_local_client(mopts=self.opts)
+
+    def call(self, minion_id, fun, args=(), kwargs=None, timeout=300):
+        ret = self._client().cmd(minion_id, fun, list(args), timeout=timeout, kwarg=kwargs or {},
+                                 full_return=True)
+        if minion_id not in ret:
+            raise Timeout(f"minion {minion_id} did not answer {fun} within {timeout}s")
+        out = ret[minion_id]
+        if out.get("retcode", 0) not in (0, None) and not isinstance(out.get("ret"), dict):
+            raise MinionFailed(f"{fun} on {minion_id} failed: {out.get('ret')}")
+        return out.get("ret")
+
+    def wait_minion(self, minion_id, timeout):
+        """Until the builder's minion has started and answers; its start event or a ping."""
+        deadline = time.monotonic() + timeout
+        bus = salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=True)
+        try:
+            while time.monotonic() < deadline:
+                if self._client().cmd(minion_id, "test.ping", timeout=5).get(minion_id) is True:
+                    return
+                bus.get_event(wait=min(5, max(deadline - time.monotonic(), 0.1)),
+                              tag=f"salt/minion/{minion_id}/start")
+        finally:
+            bus.destroy()
+        raise Timeout(f"timed out after {timeout}s waiting for the builder's minion {minion_id} to start "
+                      "and answer (check the server's console output)")
+
+    def apply(self, minion_id, sls, pillar=None, test=False, timeout=1800):
+        """state.apply on a minion; returns {"changed": [...], "states": n}; any failed state
+        raises MinionFailed listing each failure with its comment."""
+        ret = self.call(minion_id, "state.apply", [",".join(sls)],
+                        {"pillar": pillar or {}, "test": test}, timeout=timeout)
+        if not isinstance(ret, dict):
+            # rendering errors come back as a list of strings
+            raise MinionFailed(f"state.apply {','.join(sls)} on {minion_id}: {ret}")
+        failed = [f"{v.get('__id__', k)}: {v.get('comment')}" for k, v in ret.items() if v.get("result") is False]
+        if failed:
+            raise MinionFailed(f"state.apply {','.join(sls)} on {minion_id}: {len(failed)} of {len(ret)} "
+                               f"states failed: " + "; ".join(failed))
+        changed = sorted(v.get("__id__", k) for k, v in ret.items()
+                         if v.get("changes") or (test and v.get("result") is None))
+        return {"states": len(ret), "changed": changed}
+
+    # ------------------------------------------------------------------ file server
+    def _files(self):
+        return salt.fileserver.Fileserver(self.opts).file_list({"saltenv": self.saltenv})
+
+    def sls_exists(self, name):
+        path = name.replace(".", "/")
+        files = set(self._files())
+        return f"{path}.sls" in files or f"{path}/init.sls" in files
+
+    def sls_hash(self, names):
+        """sha256 over every file of each SLS's top-level directory (its templates and files
+        too) and of top-level SLS files, with their paths: what the SLS can bring in."""
+        tops = {n.split(".")[0] for n in names}
+        files = sorted(f for f in self._files()
+                       if f.split("/")[0] in tops or f in {f"{t}.sls" for t in tops})
+        fs = salt.fileserver.Fileserver(self.opts)
+        h = hashlib.sha256()
+        for rel in files:
+            found = fs.find_file(rel, self.saltenv)
+            with open(found["path"], "rb") as f:
+                h.update(rel.encode() + b"\0" + hashlib.sha256(f.read()).digest())
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------ events
+    def fire(self, tag, data):
+        bus = salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=False)
+        try:
+            bus.fire_event(data, tag)
+        finally:
+            bus.destroy()
+
+    @staticmethod
+    def salt_version():
+        return salt.version.__version__

@@ -1,0 +1,143 @@
+"""The build, end to end, through a real salt-master and the local cloud: `salt-run
+state.orch ami.build`, `salt-run ami.build`, and what a failure leaves (nothing)."""
+import json
+import time
+
+import pytest
+
+from helpers import mounted_image
+from saltami import provenance
+from saltami.cloud import glance
+
+SCRUBBED = ["etc/salt/pki/minion/minion.pem", "etc/salt/minion_id", "etc/salt/minion.d/ami-builder.conf",
+            "root/.bash_history", "var/cache/salt/minion"]
+
+
+def cloud_inventory(clients, salt_key):
+    """What a build could leave behind: servers, volumes, images, minion keys."""
+    keys = json.loads(salt_key.run("--list-all", "--out=json").stdout)
+    return {
+        "servers": sorted(s.id for s in clients.nova.servers.list()),
+        "volumes": sorted(v.id for v in clients.cinder.volumes.list()),
+        "images": sorted(i["id"] for i in clients.glance.images.list(filters={"visibility": "all"})),
+        "keys": sorted(k for ks in keys.values() for k in ks if k.startswith("ami-")),
+    }
+
+
+@pytest.fixture(scope="module")
+def salt_key(salt_master):
+    return salt_master.salt_key_cli()
+
+
+@pytest.fixture(scope="module")
+def module_clients(cloud_profile):
+    from saltami.cloud.auth import connect
+    return connect(profile=cloud_profile)
+
+
+def orch(salt_run, flavour, **kw):
+    return salt_run.run("state.orch", "ami.build", pillar={"ami": {"flavour": flavour}}, **kw)
+
+
+def states_of(ret):
+    data = ret.data
+    if isinstance(data, dict) and "data" in data:
+        data = data["data"]
+    (states,) = data.values()
+    return {v["__id__"]: v for v in states.values()}
+
+
+@pytest.fixture(scope="module")
+def built(salt_run, module_clients):
+    """One full orchestrated build of flavour amitest."""
+    ret = orch(salt_run, "amitest")
+    states = states_of(ret)
+    failed = {k: v["comment"] for k, v in states.items() if not v["result"]}
+    assert ret.returncode == 0 and not failed, failed
+    image = provenance.find_promoted(module_clients, "amitest")[0]
+    return {"states": states, "image": image}
+
+
+def test_orchestration_shows_every_step(built):
+    names = [k for k in built["states"] if k.startswith("ami-amitest-")]
+    for step in ("resolve", "boot", "provision", "scrub", "snapshot", "release", "validate", "promote", "prune"):
+        assert f"ami-amitest-{step}" in names
+    assert built["states"]["ami-amitest-cleanup"]["result"] is True  # skipped: nothing failed
+
+
+def test_image_has_the_flavour_and_none_of_what_scrub_removes(built, module_clients, tmp_path):
+    image = built["image"]
+    assert image["name"].startswith("amitest-") and image["ami_status"] == "promoted"
+    assert image["os_distro"] == "debian" and image["ami_sls"] == "amitest"
+    path = tmp_path / "image.raw"
+    glance.download(module_clients, image["id"], str(path))
+    with mounted_image(path, tmp_path) as root:
+        assert (root / "etc/ami-test/flavour").read_text().strip() == "baked-by-test"
+        assert "amitest:" in (root / "etc/passwd").read_text()
+        for gone in SCRUBBED:
+            assert not (root / gone).exists(), gone
+        assert (root / "etc/machine-id").read_text() == ""
+        logs = [p for p in (root / "var/log").rglob("*") if p.is_file() and p.stat().st_size]
+        assert logs == []
+        raw = path.read_bytes()
+    # the builder's pillar secret must not be anywhere in the image, nor in its properties
+    assert b"pillar-secret-do-not-leak" not in raw
+    assert "pillar-secret-do-not-leak" not in json.dumps(image)
+
+
+def test_second_run_creates_nothing(salt_run, built, module_clients, salt_key):
+    before = cloud_inventory(module_clients, salt_key)
+    ret = orch(salt_run, "amitest")
+    states = states_of(ret)
+    assert ret.returncode == 0
+    assert "already has fingerprint" in json.dumps(states["ami-amitest-resolve"]["changes"])
+    assert cloud_inventory(module_clients, salt_key) == before
+
+
+def test_present_with_test_true_creates_nothing_and_says_why(salt_master, salt_run, built, module_clients,
+                                                             salt_key):
+    before = cloud_inventory(module_clients, salt_key)
+    sls = ("amitest-changed:\n  ami.present:\n    - extends: amitest\n"
+           "    - pillar: {amitest: {mark: changed}}\n")
+    with salt_master.state_tree.base.temp_file("amitestpresent.sls", sls):
+        ret = salt_run.run("state.orch", "amitestpresent", test=True)
+    (state,) = states_of(ret).values()
+    assert state["result"] is None and "would be built: no image of flavour amitest-changed exists" in \
+        state["comment"]
+    assert cloud_inventory(module_clients, salt_key) == before
+
+
+def test_failing_sls_leaves_nothing_behind(salt_run, module_clients, salt_key):
+    before = cloud_inventory(module_clients, salt_key)
+    ret = orch(salt_run, "amitest-broken")
+    states = states_of(ret)
+    assert ret.returncode != 0
+    failed = states["ami-amitest-broken-provision"]
+    assert failed["result"] is False
+    # salt.runner states put the runner's error under changes: the step and the reason
+    reason = json.dumps(failed["changes"])
+    assert "step provision failed" in reason and "amitest-broken-step" in reason
+    assert states["ami-amitest-broken-cleanup"]["result"] is True
+    assert cloud_inventory(module_clients, salt_key) == before
+
+
+def test_validation_failure_promotes_nothing(salt_run, module_clients, salt_key):
+    before = cloud_inventory(module_clients, salt_key)
+    ret = salt_run.run("ami.build", flavour="amitest-badtest")
+    assert ret.returncode != 0
+    assert "step validate failed" in ret.stdout + ret.stderr
+    assert provenance.find_promoted(module_clients, "amitest-badtest") == []
+    assert cloud_inventory(module_clients, salt_key) == before
+
+
+def test_extends_flavour_builds_with_the_parent_sls(salt_run, module_clients, tmp_path):
+    t0 = time.time()
+    ret = salt_run.run("ami.build", flavour="amitest-extra")
+    assert ret.returncode == 0, ret
+    image = provenance.find_promoted(module_clients, "amitest-extra")[0]
+    assert image["ami_sls"] == "amitest,amitest.extra" and "extra" in image["tags"]
+    path = tmp_path / "extra.raw"
+    glance.download(module_clients, image["id"], str(path))
+    with mounted_image(path, tmp_path) as root:
+        assert (root / "etc/ami-test/flavour").exists() and (root / "etc/ami-test/extra").exists()
+    assert time.time() - t0 < 900
