@@ -52,7 +52,7 @@ def volume_device(volume, timeout=60):
 
 def plan(ami_pillar, flavour=None):
     """
-    What an orchestrated build will do: for each flavour (or the one given), a new build id
+    What an orchestrated build will do: for each flavour (or the one or the list given), a new build id
     and its steps in order. Used by salt/formulas/ami/build.sls to lay out one state per step;
     validates the flavours first, so a bad flavour stops the orchestration before anything
     is created.
@@ -67,7 +67,10 @@ def plan(ami_pillar, flavour=None):
     from saltami import pipeline
 
     with saltglue.salt_errors():
-        names = [flavour] if flavour else flavour_lib.names(ami_pillar)
+        if flavour is None:
+            names = flavour_lib.names(ami_pillar)
+        else:
+            names = [flavour] if isinstance(flavour, str) else list(flavour)
         return [{"flavour": name, "build": pipeline.new_id(name),
                  "steps": [s.NAME for s in pipeline.steps_for(flavour_lib.resolve(ami_pillar, name)["strategy"])]}
                 for name in names]

@@ -84,6 +84,8 @@ def flavours(base_image):
         "amitest-extra": {"extends": "amitest", "sls": ["amitest.extra"], "tags": ["extra"]},
         "amitest-broken": {"extends": "amitest", "sls": ["amitestbroken"]},
         "amitest-badtest": {"extends": "amitest", "test": {"cmd": "test -e /etc/ami-test/never"}},
+        "amitest-p1": {"extends": "amitest", "pillar": {"amitest": {"mark": "p1"}}},
+        "amitest-p2": {"extends": "amitest", "pillar": {"amitest": {"mark": "p2"}}},
     }
 
 

@@ -2,6 +2,7 @@
 state.orch ami.build`, `salt-run ami.build`, and what a failure leaves (nothing)."""
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,13 @@ def orch(salt_run, flavour, **kw):
     return salt_run.run("state.orch", "ami.build", pillar={"ami": {"flavour": flavour}}, **kw)
 
 
+def seconds(state, end=False):
+    """A state's start (or end) as seconds of the day, from its start_time and duration."""
+    h, m, sec = state["start_time"].split(":")
+    start = int(h) * 3600 + int(m) * 60 + float(sec)
+    return start + state["duration"] / 1000 if end else start
+
+
 def states_of(ret):
     data = ret.data
     if isinstance(data, dict) and "data" in data:
@@ -48,14 +56,44 @@ def states_of(ret):
 
 
 @pytest.fixture(scope="module")
-def built(salt_run, module_clients):
-    """One full orchestrated build of flavour amitest."""
+def built(salt_run, module_clients, salt_master, event_listener):
+    """One full orchestrated build of flavour amitest (from scratch: a cloud kept from an
+    earlier session may hold one already)."""
+    provenance.prune(module_clients, "amitest", keep=0, force=True)
+    start = time.time()
     ret = orch(salt_run, "amitest")
     states = states_of(ret)
     failed = {k: v["comment"] for k, v in states.items() if not v["result"]}
     assert ret.returncode == 0 and not failed, failed
     image = provenance.find_promoted(module_clients, "amitest")[0]
-    return {"states": states, "image": image}
+    # the bus may still be forwarding the last events when the orchestration returns
+    deadline = time.monotonic() + 30
+    while True:
+        events = event_listener.get_events([(salt_master.id, "salt/ami/amitest/*")], after_time=start)
+        if any(e.tag.endswith("/prune") and e.data.get("status") == "done" for e in events) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return {"states": states, "image": image, "events": events, "build": image["ami_build"],
+            "manifest": Path(salt_master.config["cachedir"]) / "ami" / "builds" / f"{image['ami_build']}.json"}
+
+
+def test_progress_on_the_event_bus(built):
+    seen = {(e.tag.rsplit("/", 1)[-1], e.data["status"]) for e in built["events"]
+            if e.data.get("build") == built["build"]}
+    for step in ("resolve", "boot", "provision", "scrub", "snapshot", "validate", "promote"):
+        assert (step, "started") in seen and (step, "done") in seen, step
+
+
+def test_manifest_records_steps_with_durations(built):
+    manifest = json.loads(built["manifest"].read_text())
+    assert manifest["status"] == "done" and manifest["outputs"]["image"]["id"] == built["image"]["id"]
+    assert [s["name"] for s in manifest["steps"]] == ["resolve", "boot", "provision", "scrub", "snapshot",
+                                                      "release", "validate", "promote", "prune"]
+    assert all(s["status"] == "done" and s["seconds"] >= 0 for s in manifest["steps"])
+    assert manifest["fingerprint"] == built["image"]["ami_fingerprint"]
+    assert not any(manifest["resources"].values())
+    assert "pillar-secret-do-not-leak" not in built["manifest"].read_text()
 
 
 def test_orchestration_shows_every_step(built):
@@ -131,6 +169,7 @@ def test_validation_failure_promotes_nothing(salt_run, module_clients, salt_key)
 
 
 def test_extends_flavour_builds_with_the_parent_sls(salt_run, module_clients, tmp_path):
+    provenance.prune(module_clients, "amitest-extra", keep=0, force=True)
     t0 = time.time()
     ret = salt_run.run("ami.build", flavour="amitest-extra")
     assert ret.returncode == 0, ret
@@ -141,3 +180,31 @@ def test_extends_flavour_builds_with_the_parent_sls(salt_run, module_clients, tm
     with mounted_image(path, tmp_path) as root:
         assert (root / "etc/ami-test/flavour").exists() and (root / "etc/ami-test/extra").exists()
     assert time.time() - t0 < 900
+
+
+def test_two_flavours_in_parallel_then_pruned_and_absent(salt_master, salt_run, module_clients, salt_key):
+    for f in ("amitest-p1", "amitest-p2"):
+        provenance.prune(module_clients, f, keep=0, force=True)
+    before = cloud_inventory(module_clients, salt_key)
+    ret = salt_run.run("state.orch", "ami.build", pillar={"ami": {"flavour": ["amitest-p1", "amitest-p2"]}})
+    states = states_of(ret)
+    assert ret.returncode == 0, {k: v["comment"] for k, v in states.items() if not v["result"]}
+    # the two builds overlapped: each one's boot started before the other's provision ended
+    spans = {f: (seconds(states[f"ami-{f}-boot"]), seconds(states[f"ami-{f}-provision"], end=True))
+             for f in ("amitest-p1", "amitest-p2")}
+    (a0, a1), (b0, b1) = spans.values()
+    assert a0 < b1 and b0 < a1, spans
+    images = {f: provenance.find_promoted(module_clients, f) for f in ("amitest-p1", "amitest-p2")}
+    assert all(len(v) == 1 for v in images.values())
+    sls = "p1-pruned:\n  ami.pruned:\n    - name: amitest-p1\n    - keep: 1\n" \
+          "p2-absent:\n  ami.absent:\n    - name: amitest-p2\n"
+    with salt_master.state_tree.base.temp_file("amitestremove.sls", sls):
+        ret = salt_run.run("state.orch", "amitestremove")
+    states = states_of(ret)
+    assert states["p1-pruned"]["result"] is True and states["p1-pruned"]["changes"] == {}
+    assert states["p2-absent"]["result"] is True
+    assert states["p2-absent"]["changes"] == {"deleted": [images["amitest-p2"][0]["id"]]}
+    assert provenance.find_promoted(module_clients, "amitest-p2") == []
+    after = cloud_inventory(module_clients, salt_key)
+    assert after["servers"] == before["servers"] and after["volumes"] == before["volumes"]
+    assert after["keys"] == before["keys"]
