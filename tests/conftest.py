@@ -84,6 +84,10 @@ def flavours(base_image):
         "amitest-extra": {"extends": "amitest", "sls": ["amitest.extra"], "tags": ["extra"]},
         "amitest-broken": {"extends": "amitest", "sls": ["amitestbroken"]},
         "amitest-badtest": {"extends": "amitest", "test": {"cmd": "test -e /etc/ami-test/never"}},
+        # bad flavours: each must fail before anything is created
+        "amitest-nosls": {"extends": "amitest", "sls": ["nosuchsls.here"]},
+        "amitest-nobase": {"extends": "amitest", "base": {"name": "no-such-base-image"}},
+        "amitest-typo": {"extends": "amitest", "flavr": "localcloud.small"},
         # side by side builds (tests use two, bench/build_times.py four)
         **{f"amitest-p{i}": {"extends": "amitest", "pillar": {"amitest": {"mark": f"p{i}"}}} for i in range(1, 5)},
     }

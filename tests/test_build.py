@@ -208,3 +208,17 @@ def test_two_flavours_in_parallel_then_pruned_and_absent(salt_master, salt_run, 
     after = cloud_inventory(module_clients, salt_key)
     assert after["servers"] == before["servers"] and after["volumes"] == before["volumes"]
     assert after["keys"] == before["keys"]
+
+
+@pytest.mark.parametrize("flavour,message", [
+    ("amitest-nosls", "nosuchsls.here"),
+    ("amitest-nobase", "no-such-base-image"),
+    ("amitest-typo", "flavr"),
+    ("no-such-flavour", "no-such-flavour"),
+])
+def test_bad_flavours_fail_before_anything_is_created(salt_run, module_clients, salt_key, flavour, message):
+    before = cloud_inventory(module_clients, salt_key)
+    ret = orch(salt_run, flavour)
+    assert ret.returncode != 0
+    assert message in ret.stdout + ret.stderr
+    assert cloud_inventory(module_clients, salt_key) == before
