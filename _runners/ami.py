@@ -124,8 +124,7 @@ def step(step, flavour, build, cloud=None):
         salt-run ami.step resolve flavour=debian-postgres build=debian-postgres-20261121-101500-a1b2c3
     """
     pillar, ami = _pillar()
-    with saltglue.salt_errors():
-        return builds.step(__opts__, ami, flavour, build, step, _clients(pillar, cloud))
+    return _for_orchestration(lambda: builds.step(__opts__, ami, flavour, build, step, _clients(pillar, cloud)))
 
 
 def cleanup(build, cloud=None):
@@ -140,5 +139,14 @@ def cleanup(build, cloud=None):
         salt-run ami.cleanup debian-postgres-20261121-101500-a1b2c3
     """
     pillar, ami = _pillar()
-    with saltglue.salt_errors():
-        return builds.cleanup(__opts__, ami, build, _clients(pillar, cloud))
+    return _for_orchestration(lambda: builds.cleanup(__opts__, ami, build, _clients(pillar, cloud)))
+
+
+def _for_orchestration(call):
+    """A failure as ``{"Error": reason}``: the salt.runner state then fails and shows the
+    reason (the step and why) instead of a traceback."""
+    try:
+        return call()
+    except saltglue.errors.AmiError as e:
+        __context__["retcode"] = 1
+        return {"Error": str(e)}
