@@ -1,15 +1,12 @@
 """Builds as the master runs them: the runner (``salt-run ami.build``), the orchestration
 (one ``ami.step`` per state, ``ami.cleanup`` on failure) and the ``ami.present`` state all
 come through here."""
-import logging
 import os
 
 from . import flavour, pipeline
 from .errors import InvalidArgument
 from .pipeline.context import Context
 from .saltmaster import Master
-
-log = logging.getLogger(__name__)
 
 
 def builds_dir(opts):
@@ -23,14 +20,9 @@ def master_pillar(opts, saltenv="base"):
 
 
 def context(opts, pillar_ami, flavour_name, clients):
+    """The flavour, validated (nothing is created if it is wrong), with the cloud and master."""
     spec = flavour.resolve(pillar_ami, flavour_name)
     return Context(clients, Master(opts), spec, builds_dir(opts))
-
-
-def start(opts, pillar_ami, flavour_name, build_id=None):
-    """Validate the flavour (nothing is created if it is wrong) and open its manifest."""
-    flavour.resolve(pillar_ami, flavour_name)
-    return pipeline.Build.create(builds_dir(opts), flavour_name, build_id)
 
 
 def summary(build):
@@ -44,8 +36,8 @@ def summary(build):
 
 def build(opts, pillar_ami, flavour_name, clients, build_id=None):
     """A whole build in this process; raises StepFailed after cleaning up."""
-    b = start(opts, pillar_ami, flavour_name, build_id)
     ctx = context(opts, pillar_ami, flavour_name, clients)
+    b = pipeline.Build.create(ctx.builds_dir, flavour_name, build_id)
     pipeline.run_all(b, ctx, pipeline.steps_for(ctx.spec["strategy"]))
     return summary(b)
 
@@ -59,7 +51,7 @@ def step(opts, pillar_ami, flavour_name, build_id, step_name, clients):
     try:
         b = pipeline.Build.load(ctx.builds_dir, build_id)
     except pipeline.AmiError:
-        b = start(opts, pillar_ami, flavour_name, build_id)
+        b = pipeline.Build.create(ctx.builds_dir, flavour_name, build_id)
     result = pipeline.run_step(b, ctx, steps[step_name])
     if step_name == list(steps)[-1]:
         b.data["status"] = "done"

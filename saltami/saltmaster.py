@@ -39,9 +39,6 @@ class Master:
     def delete_minion_key(self, minion_id):
         salt.wheel.WheelClient(self.opts).cmd("key.delete", [minion_id], print_event=False)
 
-    def minion_keys(self):
-        return salt.wheel.WheelClient(self.opts).cmd("key.list_all", print_event=False)
-
     # ------------------------------------------------------------------ the builder's view of us
     def address(self, wanted=None):
         """How a builder reaches this master: the flavour's ``master``, else ami:master in

@@ -76,9 +76,6 @@ class Build:
     def made(self, kind):
         return list(self.data["resources"].get(kind, []))
 
-    def step_record(self, name):
-        return next((s for s in self.data["steps"] if s["name"] == name), None)
-
 
 def new_id(flavour_name):
     """Sortable by time, unique across parallel builds of one flavour."""
