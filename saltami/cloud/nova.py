@@ -3,7 +3,7 @@ import base64
 import logging
 
 from ..errors import InvalidArgument, NotFound, ResourceFailed
-from . import glance
+from . import cinder, glance
 from .api import get_or_none, service_errors
 from .wait import wait_for
 
@@ -260,25 +260,29 @@ def _attached(clients, server_id, volume_id):
         return any(a.volumeId == volume_id for a in clients.nova.volumes.get_server_volumes(server_id))
 
 
-def _volume_status(clients, volume_id):
-    with service_errors(f"cinder: show volume {volume_id}"):
-        return clients.cinder.volumes.get(volume_id)
+def _wait_attachment(clients, server_id, volume_id, attach, failed, timeout):
+    """Until cinder's status and nova's attachment list both say the volume is attached
+    (``attach``) or detached."""
+    want = "in-use" if attach else "available"
+    wait_for(lambda: (cinder.show(clients, volume_id)["status"], _attached(clients, server_id, volume_id)),
+             done=lambda st: st == (want, attach),
+             failed=lambda st: failed(st[0]),
+             describe=lambda st: f"volume {st[0]}, nova attachment {'listed' if st[1] else 'absent'}",
+             what=f"volume {volume_id} to {'attach to' if attach else 'detach from'} server {server_id}",
+             timeout=timeout)
 
 
 def attach_volume(clients, server_id, volume_id, wait=True, timeout=300):
     """Attach and wait until nova lists the attachment and cinder says in-use."""
     server = find_server(clients, server_id)
-    vol = _volume_status(clients, volume_id)
-    if vol.status != "available":
-        raise InvalidArgument(f"volume {volume_id} is {vol.status}; only an available volume can be attached")
+    status = cinder.show(clients, volume_id)["status"]
+    if status != "available":
+        raise InvalidArgument(f"volume {volume_id} is {status}; only an available volume can be attached")
     with service_errors(f"nova: attach {volume_id} to {server.id}"):
         att = clients.nova.volumes.create_server_volume(server.id, volume_id)
     if wait:
-        wait_for(lambda: (_volume_status(clients, volume_id), _attached(clients, server.id, volume_id)),
-                 done=lambda st: st[0].status == "in-use" and st[1],
-                 failed=lambda st: _attach_failure(clients, server.id, st[0].status),
-                 describe=lambda st: f"volume {st[0].status}, nova attachment {'listed' if st[1] else 'absent'}",
-                 what=f"volume {volume_id} to attach to server {server.id}", timeout=timeout)
+        _wait_attachment(clients, server.id, volume_id, True,
+                         lambda status: _attach_failure(clients, server.id, status), timeout)
     return {"server": server.id, "volume": volume_id, "device": getattr(att, "device", None)}
 
 
@@ -304,10 +308,7 @@ def detach_volume(clients, server_id, volume_id, wait=True, timeout=300):
     with service_errors(f"nova: detach {volume_id} from {server.id}"):
         clients.nova.volumes.delete_server_volume(server.id, volume_id)
     if wait:
-        wait_for(lambda: (_volume_status(clients, volume_id), _attached(clients, server.id, volume_id)),
-                 done=lambda st: st[0].status == "available" and not st[1],
-                 failed=lambda st: f"volume went to {st[0].status}" if st[0].status.startswith("error") else None,
-                 describe=lambda st: f"volume {st[0].status}, nova attachment {'listed' if st[1] else 'absent'}",
-                 what=f"volume {volume_id} to detach from server {server.id}", timeout=timeout)
+        _wait_attachment(clients, server.id, volume_id, False,
+                         lambda status: f"volume went to {status}" if status.startswith("error") else None, timeout)
     return {"server": server.id, "volume": volume_id, "detached": True}
 
