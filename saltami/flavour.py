@@ -41,7 +41,14 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_HELP = "letters, digits, '.', '_' and '-', starting with a letter or a digit, at most 64 characters"
 SLS_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*")
 SLS_HELP = "dotted names of letters, digits, '_' and '-', such as postgres or postgres.client"
-STRATEGIES = ("snapshot", "volume")
+# snapshot: boot the base, apply the SLS through a minion, snapshot the server;
+# volume: a volume from the base, the SLS applied through a chroot on a builder, uploaded;
+# local: a copy of a local base image, the SLS applied through a chroot on this machine
+STRATEGIES = ("snapshot", "volume", "local")
+# what the local provider writes (and uploads, with a cloud): compressed qcow2 (zlib, which
+# every qemu reads, or zstd, smaller and faster, qemu >= 5.1), a raw disk, the AMI triplet
+OUTPUTS = ("qcow2", "qcow2-zstd", "raw", "ami")
+DISK_FORMATS = ("qcow2", "raw")
 
 NAME_FIELDS = ("flavour", "date", "time", "fingerprint", "build")
 # without one of these, two builds of a flavour would want the same image name
@@ -67,7 +74,8 @@ FLAVOUR_KEY_OF_ATTRIBUTE = {"name": "image_name", "visibility": "visibility", "t
 APPENDED = ("sls", "tags")
 REPLACED = ("base",)
 
-TIMEOUTS = {"boot": 600, "minion": 300, "apply": 1800, "snapshot": 1800, "validate": 900}
+# claim: how long a build waits for another build of its flavour to finish
+TIMEOUTS = {"boot": 600, "minion": 300, "apply": 1800, "snapshot": 1800, "validate": 900, "claim": 3600}
 
 # The keys that change what the image holds or how it boots. The others only change how it
 # is published (image_name, visibility, members, tags, keep, description), how the builder
@@ -202,6 +210,15 @@ def _sls_names(value, where):
     return names
 
 
+def _outputs(value, where):
+    names = _unique(_strings(value, where))
+    bad = [n for n in names if n not in OUTPUTS]
+    if bad or not names:
+        raise _bad(f"not outputs: {', '.join(map(repr, bad))}" if bad else "must name at least one output",
+                   ", ".join(OUTPUTS))
+    return names
+
+
 def _some_sls(value, where):
     names = _sls_names(value, where)
     if not names:
@@ -333,12 +350,14 @@ FIELDS = {
     "base": (_Required(BASE_HELP), _base),
     "sls": (_Required(SLS_HELP), _some_sls),
     "pillar": ({}, _pillar),
-    "flavor": (_Required("the name or id of the nova flavor the builder boots with"), _text),
+    "flavor": (None, _text),
     "networks": ("none", _networks),
     "key_name": (None, _text),
     "security_groups": ([], _strings),
     "volume_size": (None, _integer(1)),
     "strategy": ("snapshot", _choice(STRATEGIES)),
+    "disk_format": ("qcow2", _choice(DISK_FORMATS)),
+    "outputs": (["qcow2"], _outputs),
     "image_name": (DEFAULT_IMAGE_NAME, _image_name),
     "properties": ({}, _properties),
     "tags": ([], _tags),
@@ -382,6 +401,9 @@ def _across(merged, flavour, where):
     if flavour["test"] and flavour["test"]["sls"] is None:
         # by default the new image must already be what the flavour's SLS describe
         flavour["test"]["sls"] = list(flavour["sls"] or [])
+    if flavour["strategy"] == "snapshot" and merged.get("flavor") is None:
+        where.sub("flavor").add(_allowed("required with strategy 'snapshot', and not set",
+                                         "the name or id of the nova flavor the builder boots with"))
     if flavour["strategy"] == "volume" and merged.get("volume_size") is None:
         where.sub("volume_size").add(_allowed(
             "required with strategy 'volume': the size in GiB of the volume the image is baked on",

@@ -2,17 +2,15 @@
 commands to builder minions, the file server's SLS, and events on the master's bus.
 
 Runs inside a runner (or the master's own minion during an orchestration)."""
-import hashlib
 import logging
 import time
 
 import salt.client
-import salt.fileserver
 import salt.utils.event
-import salt.version
 import salt.wheel
 
 from .errors import AmiError, InvalidArgument, Timeout
+from .saltfiles import SaltFiles, states_outcome
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +19,7 @@ class MinionFailed(AmiError):
     """A builder minion ran something that failed; the message lists what."""
 
 
-class Master:
-    def __init__(self, opts, saltenv="base"):
-        self.opts = opts
-        self.saltenv = saltenv
+class Master(SaltFiles):
 
     # ------------------------------------------------------------------ keys
     def new_minion_key(self, minion_id):
@@ -84,39 +79,7 @@ class Master:
         raises MinionFailed listing each failure with its comment."""
         ret = self.call(minion_id, "state.apply", [",".join(sls)],
                         {"pillar": pillar or {}, "test": test}, timeout=timeout)
-        if not isinstance(ret, dict):
-            # rendering errors come back as a list of strings
-            raise MinionFailed(f"state.apply {','.join(sls)} on {minion_id}: {ret}")
-        failed = [f"{v.get('__id__', k)}: {v.get('comment')}" for k, v in ret.items() if v.get("result") is False]
-        if failed:
-            raise MinionFailed(f"state.apply {','.join(sls)} on {minion_id}: {len(failed)} of {len(ret)} "
-                               f"states failed: " + "; ".join(failed))
-        changed = sorted(v.get("__id__", k) for k, v in ret.items()
-                         if v.get("changes") or (test and v.get("result") is None))
-        return {"states": len(ret), "changed": changed}
-
-    # ------------------------------------------------------------------ file server
-    def _files(self):
-        return salt.fileserver.Fileserver(self.opts).file_list({"saltenv": self.saltenv})
-
-    def sls_exists(self, name):
-        path = name.replace(".", "/")
-        files = set(self._files())
-        return f"{path}.sls" in files or f"{path}/init.sls" in files
-
-    def sls_hash(self, names):
-        """sha256 over every file of each SLS's top-level directory (its templates and files
-        too) and of top-level SLS files, with their paths: what the SLS can bring in."""
-        tops = {n.split(".")[0] for n in names}
-        files = sorted(f for f in self._files()
-                       if f.split("/")[0] in tops or f in {f"{t}.sls" for t in tops})
-        fs = salt.fileserver.Fileserver(self.opts)
-        h = hashlib.sha256()
-        for rel in files:
-            found = fs.find_file(rel, self.saltenv)
-            with open(found["path"], "rb") as f:
-                h.update(rel.encode() + b"\0" + hashlib.sha256(f.read()).digest())
-        return h.hexdigest()
+        return states_outcome(ret, f"state.apply {','.join(sls)} on {minion_id}", MinionFailed, test)
 
     # ------------------------------------------------------------------ events
     def fire(self, tag, data):
@@ -126,6 +89,3 @@ class Master:
         finally:
             bus.destroy()
 
-    @staticmethod
-    def salt_version():
-        return salt.version.__version__

@@ -83,10 +83,12 @@ def test_minimal_flavour_gets_every_default():
         "name": "f", "description": None, "extends": None, "base": "debian-12",
         "sls": ["postgres"], "pillar": {}, "flavor": "m1.small", "networks": "none",
         "key_name": None, "security_groups": [], "volume_size": None, "strategy": "snapshot",
+        "disk_format": "qcow2", "outputs": ["qcow2"],
         "image_name": "{flavour}-{date}-{time}", "properties": {}, "tags": [],
         "visibility": "private", "members": [], "keep": 3, "min_disk": None, "min_ram": None,
         "test": {"sls": ["postgres"], "cmd": None, "expect_no_changes": True}, "master": None,
-        "timeouts": {"boot": 600, "minion": 300, "apply": 1800, "snapshot": 1800, "validate": 900},
+        "timeouts": {"boot": 600, "minion": 300, "apply": 1800, "snapshot": 1800, "validate": 900,
+                     "claim": 3600},
     }
 
 
@@ -95,7 +97,8 @@ def test_defaults_are_inherited_and_overridden():
     f = resolve({"base": "debian-12", "sls": "postgres", "tags": ["db"], "timeouts": {"boot": 30}}, defaults)
     assert f["flavor"] == "m1.large"
     assert f["sls"] == ["common", "postgres"] and f["tags"] == ["golden", "db"]
-    assert f["timeouts"] == {"boot": 30, "minion": 300, "apply": 60, "snapshot": 1800, "validate": 900}
+    assert f["timeouts"] == {"boot": 30, "minion": 300, "apply": 60, "snapshot": 1800, "validate": 900,
+                             "claim": 3600}
 
 
 def test_defaults_cannot_extend():
@@ -213,9 +216,10 @@ def test_unknown_key_with_suggestion():
 def test_missing_required_keys_are_all_reported():
     lines = problems({"keep": 0})
     keys = [line.split(":")[1] for line in lines]
-    assert keys == [" key 'base'", " key 'sls'", " key 'flavor'", " key 'keep'"]
+    assert keys == [" key 'base'", " key 'sls'", " key 'keep'", " key 'flavor'"]
     assert all(line.startswith("flavour 'f': key '") for line in lines)
-    assert "required, and not set" in lines[0] and "0 is too small (allowed: integers >= 1)" in lines[3]
+    assert "required, and not set" in lines[0] and "0 is too small (allowed: integers >= 1)" in lines[2]
+    assert "required with strategy 'snapshot'" in lines[3]
 
 
 @pytest.mark.parametrize("key, value, expected", [
@@ -232,11 +236,14 @@ def test_missing_required_keys_are_all_reported():
     ("pillar", {"x": {1, 2}}, "cannot hash this data: a set value cannot be hashed"),
     ("properties", "os_distro=debian", "must be a mapping, not str"),
     ("visibility", "hidden", "'hidden' is not accepted (allowed: private, shared, community, public)"),
-    ("strategy", "chroot", "'chroot' is not accepted (allowed: snapshot, volume)"),
+    ("strategy", "chroot", "'chroot' is not accepted (allowed: snapshot, volume, local)"),
+    ("outputs", ["qcow2", "vmdk"], "not outputs: 'vmdk' (allowed: qcow2, qcow2-zstd, raw, ami)"),
+    ("outputs", [], "must name at least one output (allowed: qcow2, qcow2-zstd, raw, ami)"),
+    ("disk_format", "vhd", "'vhd' is not accepted (allowed: qcow2, raw)"),
     ("networks", 5, "must be 'none', 'auto' or a list of network names or ids, not int 5"),
     ("networks", [], "must be 'none', 'auto' or a list"),
     ("tags", {"a": 1}, "must be a list of non-empty strings, not dict"),
-    ("timeouts", 60, "must be a mapping, not int 60 (allowed: keys boot, minion, apply, snapshot, validate)"),
+    ("timeouts", 60, "must be a mapping, not int 60 (allowed: keys boot, minion, apply, snapshot, validate, claim)"),
     ("test", {"expect_no_changes": "yes"}, "must be a boolean, not str 'yes' (allowed: true, false)"),
     ("base", 42, "must be a string or a mapping, not int 42"),
     ("master", 8, "must be a non-empty string, not int 8"),

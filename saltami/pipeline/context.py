@@ -1,4 +1,5 @@
 """What every step gets: the cloud, the master, the flavour, and the event bus."""
+import os
 
 
 class Context:
@@ -7,6 +8,12 @@ class Context:
         self.master = master
         self.spec = spec
         self.builds_dir = builds_dir
+
+    @property
+    def cachedir(self):
+        """Where builds keep what outlives one build (salt-thin, base images): beside the
+        build manifests."""
+        return os.path.dirname(self.builds_dir)
 
     def event(self, build, step, data):
         """salt/ami/<flavour>/<step> on the master's bus."""

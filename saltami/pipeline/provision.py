@@ -12,13 +12,19 @@ def run(build, ctx):
     spec = ctx.spec
     applied = ctx.master.apply(minion, spec["sls"], pillar=spec.get("pillar"), timeout=spec["timeouts"]["apply"])
     packages = ctx.master.call(minion, "pkg.list_pkgs", timeout=300) or {}
+    record_packages(build, packages)
+    return {"states": applied["states"], "changed": len(applied["changed"]), "packages": len(packages)}
+
+
+def record_packages(build, packages):
+    """The package manifest ({name: version}, as pkg.list_pkgs gives it) goes in a file
+    beside the build's manifest; the image carries its hash and count."""
     listing = json.dumps(packages, sort_keys=True, indent=0)
     path = build.path.with_suffix(".packages.json")
     path.write_text(listing)
     build.data["packages"] = {"file": str(path), "count": len(packages),
                               "sha256": hashlib.sha256(listing.encode()).hexdigest()}
     build.save()
-    return {"states": applied["states"], "changed": len(applied["changed"]), "packages": len(packages)}
 
 
 def undo(build, ctx):

@@ -1,0 +1,14 @@
+"""Scrub the mounted disk with the orchestration's own scrub, then trim its free space."""
+from .. import scrub
+from . import mount
+
+NAME = "scrub"
+
+
+def run(build, ctx):
+    report = scrub.scrub(root=mount.root_of(build), trim=True)
+    return {"removed_bytes": report["bytes"], "trim": report["trim"]["method"]}
+
+
+def undo(build, ctx):
+    """Scrubbing only removes things; nothing to undo."""
