@@ -104,3 +104,35 @@ def scrub(root="/", trim=True, dry_run=False):
             raise errors.InvalidArgument(str(e)) from None
         except scrubber.ScrubError as e:
             raise errors.AmiError(str(e)) from None
+
+
+def audit(image, secrets=None, flavour=None, kernel=None, ramdisk=None, cloud=None):
+    """
+    Open a finished image read-only (raw or qcow2, partitioned or a bare filesystem, or the
+    root filesystem of an AMI triplet with its ``kernel`` and ``ramdisk``) and list what
+    must not be in it: SSH host and user keys, authorized_keys, Salt keys and minion id, a
+    machine id, shell histories, cloud-init instance data, DHCP leases, cloud credentials,
+    and every place a secret appears, in a file or in the image's bytes. The secrets are
+    ``secrets`` (a mapping label: value, or a list), the cloud's credentials (``cloud``, else
+    ``ami:cloud``), and with ``flavour`` that flavour's from pillar ``ami``. Findings name a
+    secret's label, never its value; salt-call exits 1 when there is any. Needs root.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call ami.audit /srv/out/debian-postgres.qcow2 flavour=debian-postgres
+        salt-call ami.audit /srv/out/root.img kernel=/srv/out/vmlinuz ramdisk=/srv/out/initrd.img secrets='[s3cr3t-value]'
+    """
+    from saltami import audit as auditor
+    from saltami import flavour as flavour_lib
+
+    with saltglue.salt_errors():
+        definition = flavour_lib.resolve(__pillar__.get("ami") or {}, flavour) if flavour else None
+        name, profile = saltglue.cloud_spec(__salt__["config.get"], cloud)
+        found = auditor.build_secrets(definition, cloud=name, profile=profile)
+        found.update(auditor.labelled(secrets))
+        report = auditor.audit(image, found, kernel=kernel, ramdisk=ramdisk)
+    if report["findings"]:
+        __context__["retcode"] = 1
+    return report

@@ -271,20 +271,27 @@ def truncate_logs(item, path, st):
             (remove if ROTATED_LOG.search(child) else empty_file)(item, child, child_st)
 
 
+# What saltami/audit.py also looks for in a finished image
+SSH_HOST_KEYS = ("/etc/ssh/ssh_host_*",)
+SALT_MINION_IDENTITY = ("/etc/salt/minion_id", "/etc/salt/pki", "/etc/salt/minion.d/ami-builder.conf")
+SALT_MINION_STATE = ("/var/cache/salt/minion", "/var/log/salt")
+CLOUD_INIT_STATE = ("/var/lib/cloud/instances", "/var/lib/cloud/instance", "/var/lib/cloud/data",
+                    "/var/lib/cloud/sem", "/run/cloud-init", "/var/log/cloud-init*.log")
+DHCP_LEASES = ("/var/lib/dhcp/*.leases", "/var/lib/dhclient/*", "/var/lib/NetworkManager/*.lease",
+               "/run/systemd/netif/leases/*")
+AUTHORIZED_KEYS = tuple(f"{home}/.ssh/authorized_keys" for home in HOMES)
+
 # One line per rule: (what, action, patterns). Patterns are paths inside root with shell
 # wildcards; one starting with "!" takes its matches out of the rule's. Order matters where
 # rules overlap: what goes entirely is listed before the logs that are only emptied.
 RULES = (
-    ("SSH host keys", remove, ("/etc/ssh/ssh_host_*",)),
+    ("SSH host keys", remove, SSH_HOST_KEYS),
     ("machine id (systemd makes a new one at first boot)", empty_file, ("/etc/machine-id",)),
     ("D-Bus machine id copy", remove_file, ("/var/lib/dbus/machine-id",)),
-    ("Salt minion identity and the build's minion config", remove,
-     ("/etc/salt/minion_id", "/etc/salt/pki", "/etc/salt/minion.d/ami-builder.conf")),
-    ("Salt minion cache and logs", remove, ("/var/cache/salt/minion", "/var/log/salt")),
-    ("cloud-init instance state", remove, ("/var/lib/cloud/instances", "/var/lib/cloud/instance", "/var/lib/cloud/data",
-                                           "/var/lib/cloud/sem", "/run/cloud-init", "/var/log/cloud-init*.log")),
-    ("DHCP leases", remove, ("/var/lib/dhcp/*.leases", "/var/lib/dhclient/*", "/var/lib/NetworkManager/*.lease",
-                             "/run/systemd/netif/leases/*")),
+    ("Salt minion identity and the build's minion config", remove, SALT_MINION_IDENTITY),
+    ("Salt minion cache and logs", remove, SALT_MINION_STATE),
+    ("cloud-init instance state", remove, CLOUD_INIT_STATE),
+    ("DHCP leases", remove, DHCP_LEASES),
     ("udev persistent net rules", remove, ("/etc/udev/rules.d/70-persistent-net.rules",)),
     ("per-machine secrets of systemd and NetworkManager", remove,
      ("/var/lib/systemd/credential.secret", "/var/lib/NetworkManager/secret_key")),
@@ -292,7 +299,7 @@ RULES = (
     ("journal", empty_dir, ("/var/log/journal",)),
     ("logs", truncate_logs, ("/var/log",)),
     ("shell and tool histories", remove, tuple(f"{home}/{name}" for home in HOMES for name in HISTORIES)),
-    ("the builder's authorized_keys", remove, tuple(f"{home}/.ssh/authorized_keys" for home in HOMES)),
+    ("the builder's authorized_keys", remove, AUTHORIZED_KEYS),
     ("apt caches and package lists", remove,
      ("/var/cache/apt/archives/*.deb", "/var/cache/apt/archives/partial/*", "/var/cache/apt/*.bin",
       "/var/lib/apt/lists/*", "/var/lib/apt/lists/partial/*", "!/var/lib/apt/lists/lock",

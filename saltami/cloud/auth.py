@@ -11,6 +11,7 @@ A cloud is given as one of:
 """
 import functools
 import os
+import re
 
 import openstack.config
 from keystoneauth1 import exceptions as ks_exc
@@ -22,15 +23,38 @@ CINDER_MICROVERSION = "3.71"   # the newest cinderclient speaks; upload-to-image
 SECRET_KEYS = frozenset({"password", "token", "application_credential_secret", "secret",
                          "client_secret", "passcode", "totp"})
 
+# the same words inside longer keys, as pillar names them: db_password, api_token, ssh_key
+SECRET_KEY_WORDS = re.compile(r"pass(word|wd|phrase|code)|secret|token|credential|private|(^|[_-])key$", re.I)
+
+
+def is_secret_key(key):
+    return isinstance(key, str) and (key in SECRET_KEYS or bool(SECRET_KEY_WORDS.search(key)))
+
 
 def redact(value):
     """A copy of a profile (nested dicts and lists) with every secret replaced, for logs,
     return values and error messages."""
     if isinstance(value, dict):
-        return {k: ("<redacted>" if k in SECRET_KEYS and v else redact(v)) for k, v in value.items()}
+        return {k: ("<redacted>" if is_secret_key(k) and v else redact(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     return value
+
+
+def secrets(value, where="", secret=False):
+    """{where: string} of every secret in nested dicts and lists (what ``redact`` hides: the
+    strings under a secret key, at any depth below it), ``where`` the keys joined with ':'
+    as in pillar."""
+    found = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found.update(secrets(v, f"{where}:{k}" if where else str(k), secret or is_secret_key(k)))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found.update(secrets(v, f"{where}:{i}", secret))
+    elif secret and isinstance(value, str) and value:
+        found[where] = value
+    return found
 
 
 class Clients:
