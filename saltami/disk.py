@@ -100,9 +100,11 @@ def fstype(device):
 
 def partition_node(device, number):
     """The device node of a partition, if the system made one (sdb1, vdb1, loop0p1)."""
-    for name in (f"{device}{number}", f"{device}p{number}"):
-        if Path(name).exists() and stat.S_ISBLK(os.stat(name).st_mode):
-            return name
+    # a disk whose name ends in a digit gets a "p" before the number (loop1p1, not loop11: that
+    # is another loop device)
+    name = f"{device}p{number}" if device[-1].isdigit() else f"{device}{number}"
+    if Path(name).exists() and stat.S_ISBLK(os.stat(name).st_mode):
+        return name
     return None
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpers import mounted_image
-from saltami import provenance
+from saltami import audit, provenance
 from saltami.cloud import glance
 
 SCRUBBED = ["etc/salt/pki/minion/minion.pem", "etc/salt/minion_id", "etc/salt/minion.d/ami-builder.conf",
@@ -74,8 +74,30 @@ def built(salt_run, module_clients, salt_master, event_listener):
                 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    return {"states": states, "image": image, "events": events, "build": image["ami_build"],
+    return {"states": states, "image": image, "events": events, "build": image["ami_build"], "start": start,
             "manifest": Path(salt_master.config["cachedir"]) / "ami" / "builds" / f"{image['ami_build']}.json"}
+
+
+@pytest.fixture(scope="module")
+def build_secrets(flavours, cloud_profile, salt_master):
+    """What must appear in no image, log, event or property: the flavours' pillar secrets,
+    the cloud's password, and the master's public key."""
+    secrets = audit.build_secrets(flavours, profile=cloud_profile)
+    master_pub = (Path(salt_master.config["pki_dir"]) / "master.pub").read_text().splitlines()
+    secrets["the master's public key"] = master_pub[1]  # its first line of base64
+    assert len(secrets) >= 3, secrets
+    return secrets
+
+
+def assert_audit_clean(clients, image, secrets, tmp_path):
+    """Download the image and audit it with the build's secrets: nothing found."""
+    path = tmp_path / f"{image['id']}.raw"
+    glance.download(clients, image["id"], str(path))
+    try:
+        report = audit.audit(str(path), secrets, workdir=tmp_path)
+        assert report["findings"] == [], report
+    finally:
+        path.unlink()
 
 
 def test_progress_on_the_event_bus(built):
@@ -93,7 +115,6 @@ def test_manifest_records_steps_with_durations(built):
     assert all(s["status"] == "done" and s["seconds"] >= 0 for s in manifest["steps"])
     assert manifest["fingerprint"] == built["image"]["ami_fingerprint"]
     assert not any(manifest["resources"].values())
-    assert "pillar-secret-do-not-leak" not in built["manifest"].read_text()
 
 
 def test_orchestration_shows_every_step(built):
@@ -103,7 +124,7 @@ def test_orchestration_shows_every_step(built):
     assert built["states"]["ami-amitest-cleanup"]["result"] is True  # skipped: nothing failed
 
 
-def test_image_has_the_flavour_and_none_of_what_scrub_removes(built, module_clients, tmp_path):
+def test_image_has_the_flavour_and_none_of_what_scrub_removes(built, module_clients, build_secrets, tmp_path):
     image = built["image"]
     assert image["name"].startswith("amitest-") and image["ami_status"] == "promoted"
     assert image["os_distro"] == "debian" and image["ami_sls"] == "amitest"
@@ -117,10 +138,24 @@ def test_image_has_the_flavour_and_none_of_what_scrub_removes(built, module_clie
         assert (root / "etc/machine-id").read_text() == ""
         logs = [p for p in (root / "var/log").rglob("*") if p.is_file() and p.stat().st_size]
         assert logs == []
-        raw = path.read_bytes()
-    # the builder's pillar secret must not be anywhere in the image, nor in its properties
-    assert b"pillar-secret-do-not-leak" not in raw
-    assert "pillar-secret-do-not-leak" not in json.dumps(image)
+    assert audit.audit(str(path), build_secrets, workdir=tmp_path)["findings"] == []
+
+
+@pytest.mark.xfail(strict=True, reason="provision passes the flavour's pillar inline to state.apply: the "
+                   "master logs it and publishes it on the event bus (salt/job/*/new)")
+def test_no_secret_in_logs_events_manifest_or_properties(built, build_secrets, salt_master, event_listener):
+    events = event_listener.get_events([(salt_master.id, "*")], after_time=built["start"])
+    assert len(events) > len(built["events"])  # every event of the bus, not only the build's own
+    places = {
+        "master log": Path(salt_master.config["log_file"]).read_text(errors="replace"),
+        "events": "\n".join(json.dumps([e.tag, e.data], default=str) for e in events),
+        "manifest": built["manifest"].read_text(),
+        "image properties": json.dumps(built["image"]),
+    }
+    assert places["master log"] and built["build"] in places["master log"]
+    leaks = [(place, label) for place, text in places.items() for label, secret in build_secrets.items()
+             if secret in text]
+    assert leaks == []
 
 
 def test_second_run_creates_nothing(salt_run, built, module_clients, salt_key):
@@ -168,7 +203,7 @@ def test_validation_failure_promotes_nothing(salt_run, module_clients, salt_key)
     assert cloud_inventory(module_clients, salt_key) == before
 
 
-def test_extends_flavour_builds_with_the_parent_sls(salt_run, module_clients, tmp_path):
+def test_extends_flavour_builds_with_the_parent_sls(salt_run, module_clients, build_secrets, tmp_path):
     provenance.prune(module_clients, "amitest-extra", keep=0, force=True)
     t0 = time.time()
     ret = salt_run.run("ami.build", flavour="amitest-extra")
@@ -179,10 +214,12 @@ def test_extends_flavour_builds_with_the_parent_sls(salt_run, module_clients, tm
     glance.download(module_clients, image["id"], str(path))
     with mounted_image(path, tmp_path) as root:
         assert (root / "etc/ami-test/flavour").exists() and (root / "etc/ami-test/extra").exists()
+    assert audit.audit(str(path), build_secrets, workdir=tmp_path)["findings"] == []
     assert time.time() - t0 < 900
 
 
-def test_two_flavours_in_parallel_then_pruned_and_absent(salt_master, salt_run, module_clients, salt_key):
+def test_two_flavours_in_parallel_then_pruned_and_absent(salt_master, salt_run, module_clients, salt_key,
+                                                        build_secrets, tmp_path):
     for f in ("amitest-p1", "amitest-p2"):
         provenance.prune(module_clients, f, keep=0, force=True)
     before = cloud_inventory(module_clients, salt_key)
@@ -196,6 +233,8 @@ def test_two_flavours_in_parallel_then_pruned_and_absent(salt_master, salt_run, 
     assert a0 < b1 and b0 < a1, spans
     images = {f: provenance.find_promoted(module_clients, f) for f in ("amitest-p1", "amitest-p2")}
     assert all(len(v) == 1 for v in images.values())
+    for (image,) in images.values():
+        assert_audit_clean(module_clients, image, build_secrets, tmp_path)
     sls = "p1-pruned:\n  ami.pruned:\n    - name: amitest-p1\n    - keep: 1\n" \
           "p2-absent:\n  ami.absent:\n    - name: amitest-p2\n"
     with salt_master.state_tree.base.temp_file("amitestremove.sls", sls):
