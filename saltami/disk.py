@@ -49,6 +49,9 @@ def attach_loop(path, read_only=False, offset=None, size=None):
         cmd += ["--sizelimit", str(size)]
     device = run(*cmd, path).strip()
     if offset is None:
+        # a loop device detached without partx --delete keeps its partitions in the kernel,
+        # and partx --add refuses to add them again for its next user
+        run("partx", "--delete", device, check=False)
         # a disk with no partition table makes partx fail: that is a whole-disk filesystem
         run("partx", "--add", device, check=False)
     return device
@@ -82,16 +85,18 @@ def detach_loops_of(path):
 # ------------------------------------------------------------------------------ partitions
 def partitions(device):
     """The partition table of a disk or image file: [{number, start, size, type}] in bytes,
-    [] when it has none (a whole-disk filesystem)."""
-    p = subprocess.run(["sfdisk", "--json", str(device)], capture_output=True, text=True)
+    [] when it has none (a whole-disk filesystem). partx (util-linux, in every Debian) reads
+    MBR and GPT alike; its sectors are 512 bytes whatever the disk's."""
+    p = subprocess.run(["partx", "--show", "--noheadings", "--output", "NR,START,SECTORS,TYPE", str(device)],
+                       capture_output=True, text=True)
     if p.returncode:
         return []
-    table = json.loads(p.stdout)["partitiontable"]
-    sector = table.get("sectorsize", 512)
-    prefix = table.get("device", str(device))
-    return [{"number": int(part["node"][len(prefix):].lstrip("p")), "start": part["start"] * sector,
-             "size": part["size"] * sector, "type": str(part.get("type", "")).lower(),
-             "bootable": bool(part.get("bootable"))} for part in table.get("partitions", [])]
+    parts = []
+    for line in p.stdout.splitlines():
+        number, start, sectors, ptype = (line.split() + [""])[:4]
+        parts.append({"number": int(number), "start": int(start) * 512, "size": int(sectors) * 512,
+                      "type": ptype.lower()})
+    return parts
 
 
 def fstype(device):
@@ -99,10 +104,10 @@ def fstype(device):
 
 
 def partition_node(device, number):
-    """The device node of a partition, if the system made one (sdb1, vdb1, loop0p1)."""
-    # a disk whose name ends in a digit gets a "p" before the number (loop1p1, not loop11: that
-    # is another loop device)
-    name = f"{device}p{number}" if device[-1].isdigit() else f"{device}{number}"
+    """The device node of a partition, if the system made one (sdb1, vdb1, loop0p1). A disk
+    whose name ends in a digit takes a "p" before the number: loop1 plus 1 is loop11, another
+    loop device, not a partition."""
+    name = f"{device}p{number}" if str(device)[-1:].isdigit() else f"{device}{number}"
     if Path(name).exists() and stat.S_ISBLK(os.stat(name).st_mode):
         return name
     return None

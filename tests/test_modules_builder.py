@@ -2,43 +2,17 @@
 instance of the local cloud (the test copies the project into it, as a builder image would
 carry it), plus their failures on this host, which is no OpenStack server."""
 import json
-import shutil
 import subprocess
-import uuid
 
 import pytest
 
-from conftest import REPO
 from saltami.cloud import cinder, instance, nova
-from saltami.cloud.auth import connect
+from helpers import salt_call_inside
 from saltami.errors import NotFound, Timeout
 
 
-@pytest.fixture(scope="module")
-def builder(localcloud, base_image, cloud_profile):
-    clients = connect(profile=cloud_profile)
-    server = nova.boot(clients, f"ami-builder-{uuid.uuid4().hex[:8]}", image=base_image["id"],
-                       flavor="localcloud.small")
-    root = localcloud.instances_path / server["id"] / "mnt"
-    try:
-        for part in ("saltami", "_modules"):
-            shutil.copytree(REPO / part, root / "opt" / "salt-ami" / part,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        yield clients, server, root
-    finally:
-        nova.delete(clients, server["id"])
-
-
-def salt_call_inside(root, *args):
-    """salt-call --local inside the instance, with the project on its path."""
-    cmd = ["chroot", str(root), "env", "PYTHONPATH=/opt/salt-ami", "salt-call", "--local",
-           "--module-dirs=/opt/salt-ami/_modules", "--out=json", "--log-level=quiet", *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    return r.returncode, r.stdout, r.stderr
-
-
-def test_whoami_inside_the_builder_reads_the_config_drive(builder):
-    _clients, server, root = builder
+def test_whoami_inside_the_builder_reads_the_config_drive(builder_vm):
+    _clients, server, root = builder_vm
     rc, out, err = salt_call_inside(root, "ami.whoami")
     assert rc == 0, err
     me = json.loads(out)["local"]
@@ -46,8 +20,8 @@ def test_whoami_inside_the_builder_reads_the_config_drive(builder):
     assert me["source"].startswith("config drive")
 
 
-def test_volume_device_inside_the_builder_follows_the_serial(builder, localcloud):
-    clients, server, root = builder
+def test_volume_device_inside_the_builder_follows_the_serial(builder_vm, localcloud):
+    clients, server, root = builder_vm
     volume = cinder.create(clients, 1, name=f"{server['name']}-vol")
     try:
         nova.attach_volume(clients, server["id"], volume["id"])
