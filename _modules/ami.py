@@ -52,8 +52,8 @@ def volume_device(volume, timeout=60):
 
 def plan(ami_pillar, flavour=None):
     """
-    What an orchestrated build will do: for each flavour (or the one or the list given), a new build id
-    and its steps in order. Used by salt/formulas/ami/build.sls to lay out one state per step;
+    What an orchestrated build will do: for each flavour (or the one or the list given), a new build id,
+    its steps in order, and the process that drives them (this one). Used by salt/formulas/ami/build.sls to lay out one state per step;
     validates the flavours first, so a bad flavour stops the orchestration before anything
     is created.
 
@@ -71,9 +71,81 @@ def plan(ami_pillar, flavour=None):
             names = flavour_lib.names(ami_pillar)
         else:
             names = [flavour] if isinstance(flavour, str) else list(flavour)
-        return [{"flavour": name, "build": pipeline.new_id(name),
+        # the process rendering the orchestration runs it: its steps record it as their owner
+        owner = pipeline.claims.this_process()
+        return [{"flavour": name, "build": pipeline.new_id(name), "owner": owner,
                  "steps": [s.NAME for s in pipeline.steps_for(flavour_lib.resolve(ami_pillar, name)["strategy"])]}
                 for name in names]
+
+
+def _cloud_or_none(cloud):
+    """The cloud's clients, or None when none is configured (the local provider then writes
+    its outputs to a directory)."""
+    import os
+
+    if saltglue.cloud_spec(__salt__["config.get"], cloud) == (None, None) and not (
+            os.environ.get("OS_CLOUD") or os.environ.get("OS_AUTH_URL")):
+        return None
+    return saltglue.clients(__context__, __salt__["config.get"], cloud)
+
+
+def bake(flavour, cloud=None, server_id=None):
+    """
+    Bake the pillar flavour here, without a master, and clean up everything on failure or
+    interruption (and first, what an earlier killed bake left). Strategy ``volume``, inside
+    a builder VM of the cloud: a volume made from the base image is attached to this VM,
+    its root filesystem changed through a chroot (the flavour's SLS from the local
+    file_roots, applied with the image's salt or salt-thin), scrubbed, trimmed, detached
+    and uploaded to Glance with the build's provenance, then promoted. Strategy ``local``:
+    the same on a loop device over a copy of a local base image; its outputs go to Glance
+    when a cloud is configured, else to a directory with a JSON manifest.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local ami.bake flavour=debian-postgres
+    """
+    from saltami import bake as baker
+
+    with saltglue.salt_errors():
+        return baker.bake(__opts__, __pillar__.get("ami") or {}, flavour, _cloud_or_none(cloud),
+                          server_id=server_id)
+
+
+def bake_cleanup(cloud=None):
+    """
+    Clean up what killed bakes on this machine left: mounts, loop devices, volumes,
+    attachments and candidate images, from their manifests.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local ami.bake_cleanup
+    """
+    from saltami import bake as baker
+
+    with saltglue.salt_errors():
+        return baker.cleanup_abandoned(__opts__, __pillar__.get("ami") or {}, _cloud_or_none(cloud))
+
+
+def builder_bake(device, sls, pillar, build_id, timeout=1800):
+    """
+    The chroot part of an orchestrated volume bake, run on its builder by the master: mount
+    the root filesystem of ``device``, apply ``sls`` (from the master's file server) with
+    ``pillar``, scrub, unmount. Returns the steps and the package manifest.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt builder-1 ami.builder_bake /dev/vdb '[postgres]' '{}' debian-postgres-20261121-1
+    """
+    from saltami import bake as baker
+
+    with saltglue.salt_errors():
+        return baker.builder_bake(__opts__, device, sls, pillar, build_id, timeout)
 
 
 def scrub(root="/", trim=True, dry_run=False):

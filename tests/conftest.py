@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import RUN, leftovers
+from helpers import RUN, RUN_FLAVOUR, leftovers
 from localcloud import fixture as localcloud_fixture
 from saltami.cloud.auth import connect
 
@@ -17,6 +17,48 @@ def localcloud():
     cloud = localcloud_fixture.start()
     yield cloud
     localcloud_fixture.stop(cloud)
+
+
+@pytest.fixture(scope="session")
+def builder_vm(localcloud, base_image, cloud_profile):
+    """A builder VM as a user prepares one: an instance of the base image (which has salt)
+    with this project and its OpenStack clients installed, and the demo cloud's clouds.yaml.
+    Yields (clients, server, root), root being the instance's filesystem on this host."""
+    import shutil
+    import subprocess
+    import sys
+    import uuid
+
+    from saltami.cloud import nova
+
+    clients = connect(profile=cloud_profile)
+    # on this host, once: the instance has no network
+    wheels = localcloud.home / "cache" / "builder-wheels"
+    if not wheels.is_dir():
+        partial = wheels.with_name("builder-wheels.partial")
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(partial),
+                        "-c", str(REPO / "requirements" / "constraints.txt"), *BUILDER_PACKAGES], check=True)
+        partial.rename(wheels)
+    server = nova.boot(clients, f"ami-builder-{uuid.uuid4().hex[:8]}", image=base_image["id"],
+                       flavor="localcloud.small")
+    root = localcloud.instances_path / server["id"] / "mnt"
+    try:
+        for part in ("saltami", "_modules"):
+            shutil.copytree(REPO / part, root / "opt" / "salt-ami" / part,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(wheels, root / "tmp" / "wheels")
+        subprocess.run(["chroot", str(root), "/opt/salt/bin/pip", "install", "--quiet", "--isolated", "--no-index",
+                        "--find-links", "/tmp/wheels", *BUILDER_PACKAGES], check=True)
+        shutil.rmtree(root / "tmp" / "wheels")
+        (root / "etc" / "openstack").mkdir(exist_ok=True)
+        shutil.copyfile(localcloud.clouds_yaml, root / "etc" / "openstack" / "clouds.yaml")
+        yield clients, server, root
+    finally:
+        nova.delete(clients, server["id"])
+
+
+BUILDER_PACKAGES = ("python-novaclient", "python-glanceclient", "python-cinderclient", "keystoneauth1",
+                    "openstacksdk")
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +130,11 @@ def flavours(base_image):
         "amitest-nosls": {"extends": "amitest", "sls": ["nosuchsls.here"]},
         "amitest-nobase": {"extends": "amitest", "base": {"name": "no-such-base-image"}},
         "amitest-typo": {"extends": "amitest", "flavr": "localcloud.small"},
+        # fault tests (tests/test_faults.py): short waits, a tag (promote tags after renaming)
+        "amitest-fault": {"extends": "amitest", "tags": ["fault"],
+                          "timeouts": {"boot": 60, "minion": 60, "apply": 120, "snapshot": 300, "validate": 120}},
+        # one build of a flavour at a time, killed builds (tests/test_concurrency.py)
+        RUN_FLAVOUR: {"extends": "amitest"},
         # side by side builds (tests use two, bench/build_times.py four)
         **{f"amitest-p{i}": {"extends": "amitest", "pillar": {"amitest": {"mark": f"p{i}"}}} for i in range(1, 5)},
     }
@@ -130,7 +177,23 @@ def salt_run(salt_master):
     return salt_master.salt_run_cli(timeout=900)
 
 
+@pytest.fixture(scope="module")
+def salt_key(salt_master):
+    return salt_master.salt_key_cli()
+
+
+@pytest.fixture(scope="module")
+def builds_dir(salt_master):
+    """Where the master keeps build manifests and claims (saltami.builds.builds_dir)."""
+    return Path(salt_master.config["cachedir"]) / "ami" / "builds"
+
+
 # ----------------------------------------------------------------------------- library clients
+@pytest.fixture(scope="module")
+def module_clients(cloud_profile):
+    return connect(profile=cloud_profile)
+
+
 def _connect(localcloud, monkeypatch, cloud):
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(localcloud.clouds_yaml))
     monkeypatch.delenv("OS_CLOUD", raising=False)

@@ -2,6 +2,7 @@
 import contextlib
 import glob
 import hashlib
+import json
 import os
 import subprocess
 import uuid
@@ -11,15 +12,52 @@ from saltami.cloud.wait import wait_for
 
 RUN = f"saltami-test-{uuid.uuid4().hex[:8]}"
 MiB = 1 << 20
+# a flavour (tests/conftest.py) only this run builds: other sessions build on the same cloud
+RUN_FLAVOUR = f"amitest-{RUN[-8:]}"
+
+
+def inventory(clients, fragment, minion_keys=(), server_ids=()):
+    """What the project holds whose name contains ``fragment`` (a test's unique name), by
+    kind: images (any status), volumes, servers, ports (so named, or of those servers or of
+    ``server_ids``), key pairs, and of ``minion_keys`` (ids a master knows) those so named.
+    Other sessions' resources on the shared cloud do not show."""
+    def ours(name):
+        return fragment in (name or "")
+
+    servers = sorted(s.id for s in clients.nova.servers.list() if ours(s.name))
+    owners = set(servers) | set(server_ids)
+    ports = clients.session.get("/v2.0/ports", endpoint_filter={"service_type": "network"}).json()["ports"]
+    return {
+        "images": sorted(i["id"] for i in clients.glance.images.list(
+            filters={"visibility": "all", "owner": clients.project_id}) if ours(i.get("name"))),
+        "volumes": sorted(v.id for v in clients.cinder.volumes.list() if ours(v.name)),
+        "servers": servers,
+        "ports": sorted(p["id"] for p in ports if ours(p["name"]) or p["device_id"] in owners),
+        "keypairs": sorted(k.name for k in clients.nova.keypairs.list() if ours(k.name)),
+        "minion_keys": sorted(k for k in minion_keys if ours(k)),
+    }
 
 
 def leftovers(clients, prefix):
-    """Images (any status), volumes and servers of the demo project named ``prefix``*."""
-    images = [i["id"] for i in clients.glance.images.list(
-        filters={"visibility": "all", "owner": clients.project_id}) if (i.get("name") or "").startswith(prefix)]
-    volumes = [v.id for v in clients.cinder.volumes.list() if (v.name or "").startswith(prefix)]
-    servers = [s.id for s in clients.nova.servers.list() if s.name.startswith(prefix)]
-    return images + volumes + servers
+    """Ids of everything ``inventory`` finds named with ``prefix``."""
+    return [i for ids in inventory(clients, prefix).values() for i in ids]
+
+
+NOTHING = {"servers": [], "volumes": [], "images": [], "keys": []}
+
+
+def cloud_inventory(clients, salt_key, match=""):
+    """What a build could leave behind: servers, volumes, images, minion keys; with ``match``,
+    only those whose name holds it (a flavour or build of the test's own), as other
+    sessions build on the same cloud."""
+    keys = json.loads(salt_key.run("--list-all", "--out=json").stdout)
+    return {
+        "servers": sorted(s.id for s in clients.nova.servers.list() if match in s.name),
+        "volumes": sorted(v.id for v in clients.cinder.volumes.list() if match in (v.name or "")),
+        "images": sorted(i["id"] for i in clients.glance.images.list(filters={"visibility": "all"})
+                         if match in (i.get("name") or "") or match == i.get("ami_flavour", "")),
+        "keys": sorted(k for ks in keys.values() for k in ks if k.startswith("ami-") and match in k),
+    }
 
 
 def random_file(path, size):
@@ -99,3 +137,49 @@ def mounted_image(path, workdir):
         if partitioned:
             subprocess.run(["partx", "-d", loop], capture_output=True)
         subprocess.run(["losetup", "-d", loop], check=True)
+
+
+def salt_call_inside(root, *args, timeout=120):
+    """salt-call --local inside an instance (its filesystem at ``root`` on this host), with
+    the project copied into /opt/salt-ami (see the builder_vm fixture)."""
+    cmd = ["chroot", str(root), "env", "PYTHONPATH=/opt/salt-ami", "salt-call", "--local",
+           "--module-dirs=/opt/salt-ami/_modules", "--out=json", "--log-level=quiet", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr
+
+
+def local_minion(root, flavours):
+    """A masterless minion's config dir at ``root`` (it holds its cache too): the project's
+    formulas as file_roots and ``flavours`` as pillar ami:flavours, no cloud."""
+    import yaml
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.makedirs(os.path.join(root, "pillar"), exist_ok=True)
+    with open(os.path.join(root, "pillar", "top.sls"), "w") as f:
+        f.write("base: {'*': [ami]}\n")
+    with open(os.path.join(root, "pillar", "ami.sls"), "w") as f:
+        yaml.safe_dump({"ami": {"flavours": flavours}}, f)
+    config = {"id": "local-baker", "root_dir": str(root), "file_client": "local",
+              "file_roots": {"base": [os.path.join(repo, "salt", "formulas"), os.path.join(repo, "tests", "formulas")]},
+              "pillar_roots": {"base": [os.path.join(root, "pillar")]},
+              "log_file": os.path.join(root, "minion.log"), "log_level_logfile": "info"}
+    with open(os.path.join(root, "minion"), "w") as f:
+        yaml.safe_dump(config, f)
+    return {"config_dir": root, "cachedir": os.path.join(root, "var", "cache", "salt", "minion")}
+
+
+def salt_call_local(config_dir, *args, popen=False, timeout=1800):
+    """``salt-call --local`` of the project's venv with that config, in an environment without
+    OS_* variables (no cloud); its JSON return, or with ``popen`` the running process (in a
+    session of its own, to kill it with all its children)."""
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    cmd = [os.path.join(os.path.dirname(sys.executable), "salt-call"), "--local", "-c", str(config_dir),
+           "--out=json", "--log-level=quiet", *args]
+    if popen:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return json.loads(r.stdout)["local"]
