@@ -8,12 +8,20 @@ import salt.fileclient
 import salt.version
 
 
+def _failure(key, state):
+    """A failed state's id and comment, and for a command (cmd.run, cmd.script, whose comment
+    is only "Command ... run") the last line it wrote to stderr, which says why."""
+    changes = state.get("changes")
+    err = (changes.get("stderr") or "").strip().splitlines() if isinstance(changes, dict) else []
+    return f"{state.get('__id__', key)}: {state.get('comment')}" + (f" ({err[-1][-300:]})" if err else "")
+
+
 def states_outcome(ret, what, error, test=False):
     """{"states", "changed"} of a state run's return; any failed state (or a rendering error,
     which comes back as a list of strings) raises ``error`` listing each failure."""
     if not isinstance(ret, dict):
         raise error(f"{what}: {ret}")
-    failed = [f"{v.get('__id__', k)}: {v.get('comment')}" for k, v in ret.items() if v.get("result") is False]
+    failed = [_failure(k, v) for k, v in ret.items() if v.get("result") is False]
     if failed:
         raise error(f"{what}: {len(failed)} of {len(ret)} states failed: " + "; ".join(failed))
     changed = sorted(v.get("__id__", k) for k, v in ret.items()

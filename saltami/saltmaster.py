@@ -50,14 +50,24 @@ class Master(SaltFiles):
         return salt.client.get_local_client(mopts=self.opts)
 
     def call(self, minion_id, fun, args=(), kwargs=None, timeout=300):
-        ret = self._client().cmd(minion_id, fun, list(args), timeout=timeout, kwarg=kwargs or {},
-                                 full_return=True)
-        if minion_id not in ret:
-            raise Timeout(f"minion {minion_id} did not answer {fun} within {timeout}s")
-        out = ret[minion_id]
-        if out.get("retcode", 0) not in (0, None) and not isinstance(out.get("ret"), dict):
-            raise MinionFailed(f"{fun} on {minion_id} failed: {out.get('ret')}")
-        return out.get("ret")
+        """What ``fun`` returned on the minion, within ``timeout`` seconds. Not through
+        LocalClient.cmd: its timeout is extended for as long as the minion says the job still
+        runs, so a stuck state would hold the build for ever."""
+        client = self._client()
+        pub = client.run_job(minion_id, fun, list(args), kwarg=kwargs or {}, timeout=timeout, listen=True)
+        if not pub or not pub.get("jid"):
+            raise AmiError(f"the master could not send {fun} to minion {minion_id}")
+        deadline = time.monotonic() + timeout
+        tag = f"salt/job/{pub['jid']}/ret/{minion_id}"
+        for event in client.get_returns_no_block(tag):
+            if event and event.get("tag") == tag:
+                out = event["data"]
+                break
+            if time.monotonic() > deadline:
+                raise Timeout(f"minion {minion_id} did not answer {fun} within {timeout}s")
+        if out.get("retcode", 0) not in (0, None) and not isinstance(out.get("return"), dict):
+            raise MinionFailed(f"{fun} on {minion_id} failed: {out.get('return')}")
+        return out.get("return")
 
     def wait_minion(self, minion_id, timeout):
         """Until the builder's minion has started and answers; its start event or a ping."""

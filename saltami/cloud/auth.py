@@ -66,9 +66,17 @@ class Clients:
         self.region_name = region.region_name
         self.interface = region.get_interface()
 
+    def endpoint_override(self, service_type):
+        """clouds.yaml's ``<service>_endpoint_override`` (``image_endpoint_override``...): the
+        URL to use instead of the catalog's, as for a service behind a proxy."""
+        return self.region.get_endpoint(service_type)
+
     def _kw(self, service_type):
-        return {"session": self.session, "region_name": self.region_name,
-                "interface": self.interface, "service_type": service_type}
+        kw = {"session": self.session, "region_name": self.region_name,
+              "interface": self.interface, "service_type": service_type}
+        if self.endpoint_override(service_type):
+            kw["endpoint_override"] = self.endpoint_override(service_type)
+        return kw
 
     @functools.cached_property
     def nova(self):

@@ -27,7 +27,8 @@ def find_flavor(clients, ref):
 
 def _network_api(clients, path):
     with service_errors("neutron"):
-        return clients.session.get(path, endpoint_filter={"service_type": "network"}).json()
+        return clients.session.get(path, endpoint_filter={"service_type": "network"},
+                                   endpoint_override=clients.endpoint_override("network")).json()
 
 
 def find_network(clients, ref):
