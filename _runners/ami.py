@@ -50,10 +50,10 @@ def build(flavour=None, definition=None, cloud=None):
         salt-run ami.build flavour=debian-postgres
     """
     pillar, ami = _pillar(flavour, definition)
+    if flavour:
+        return _reported(lambda: builds.build(__opts__, ami, flavour, _clients(pillar, cloud)))
     with saltglue.salt_errors():
         clients = _clients(pillar, cloud)
-        if flavour:
-            return builds.build(__opts__, ami, flavour, clients)
         results, failed = {}, []
         for name in flavour_lib.names(ami):
             try:
@@ -113,9 +113,11 @@ def flavours():
         return flavour_lib.resolve_all(ami)
 
 
-def step(step, flavour, build, cloud=None):
+def step(step, flavour, build, owner=None, cloud=None):
     """
-    One step of an orchestrated build (see salt/formulas/ami/build.sls).
+    One step of an orchestrated build (see salt/formulas/ami/build.sls). ``owner`` is the
+    process that drives the build (``ami.plan`` gives it): while it lives, a build between
+    two steps is not taken for abandoned.
 
     CLI Example:
 
@@ -124,29 +126,34 @@ def step(step, flavour, build, cloud=None):
         salt-run ami.step resolve flavour=debian-postgres build=debian-postgres-20261121-101500-a1b2c3
     """
     pillar, ami = _pillar()
-    return _for_orchestration(lambda: builds.step(__opts__, ami, flavour, build, step, _clients(pillar, cloud)))
+    return _reported(lambda: builds.step(__opts__, ami, flavour, build, step, _clients(pillar, cloud),
+                                         owner=owner))
 
 
-def cleanup(build, cloud=None):
+def cleanup(build=None, cloud=None):
     """
     Undo what a failed or interrupted build made (servers, volumes, minion keys, images),
-    from its manifest.
+    from its manifest. Without ``build``, every abandoned build's: one whose process was
+    killed (the next build of a flavour does this for its flavour by itself).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run ami.cleanup debian-postgres-20261121-101500-a1b2c3
+        salt-run ami.cleanup
     """
     pillar, ami = _pillar()
-    return _for_orchestration(lambda: builds.cleanup(__opts__, ami, build, _clients(pillar, cloud)))
+    return _reported(lambda: builds.cleanup(__opts__, ami, build, _clients(pillar, cloud)))
 
 
-def _for_orchestration(call):
+def _reported(call):
     """A failure as ``{"Error": reason}``: the salt.runner state then fails and shows the
-    reason (the step and why) instead of a traceback."""
+    reason (the step and why), and salt-run prints it without a traceback and exits 1 (its
+    exit code comes from a ``retcode`` in what a runner returns; bad input, which Salt takes
+    for bad arguments, would exit 0 with the usage)."""
     try:
         return call()
-    except saltglue.errors.AmiError as e:
+    except (saltglue.errors.AmiError, saltglue.SaltInvocationError, saltglue.CommandExecutionError) as e:
         __context__["retcode"] = 1
-        return {"Error": str(e)}
+        return {"Error": str(e), "retcode": 1}

@@ -17,12 +17,13 @@ def machine():
     return f"{os.cpu_count()} cores, {mem} GiB, Linux {platform.release()}, Python {platform.python_version()}"
 
 
-def write_section(name, title, body):
-    """Replace (or append) section ``name`` of docs/benchmarks.md."""
+def write_section(name, title, body, command=None):
+    """Replace (or append) section ``name`` of docs/benchmarks.md; ``command`` is how to re-run
+    it (default ``python bench/NAME.py``)."""
     DOC.parent.mkdir(exist_ok=True)
     text = DOC.read_text() if DOC.exists() else HEADER
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = (f"<!-- bench:{name} -->\n## {title}\n\n_{when}; {machine()}; `python bench/{name}.py`_\n\n"
+    section = (f"<!-- bench:{name} -->\n## {title}\n\n_{when}; {machine()}; `{command or f'python bench/{name}.py'}`_\n\n"
                f"{body.strip()}\n<!-- /bench:{name} -->")
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda m: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"

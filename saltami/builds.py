@@ -4,7 +4,9 @@ come through here."""
 import os
 
 from . import flavour, pipeline
+from .cloud import auth
 from .errors import InvalidArgument
+from .pipeline import claims
 from .pipeline.context import Context
 from .saltmaster import Master
 
@@ -22,6 +24,8 @@ def master_pillar(opts, saltenv="base"):
 def context(opts, pillar_ami, flavour_name, clients):
     """The flavour, validated (nothing is created if it is wrong), with the cloud and master."""
     spec = flavour.resolve(pillar_ami, flavour_name)
+    # bad credentials or a cloud that does not answer: said as such, before anything else
+    auth.check_auth(clients)
     return Context(clients, Master(opts), spec, builds_dir(opts))
 
 
@@ -38,12 +42,15 @@ def build(opts, pillar_ami, flavour_name, clients, build_id=None):
     """A whole build in this process; raises StepFailed after cleaning up."""
     ctx = context(opts, pillar_ami, flavour_name, clients)
     b = pipeline.Build.create(ctx.builds_dir, flavour_name, build_id)
+    b.data["orchestrator"] = claims.this_process()
     pipeline.run_all(b, ctx, pipeline.steps_for(ctx.spec["strategy"]))
     return summary(b)
 
 
-def step(opts, pillar_ami, flavour_name, build_id, step_name, clients):
-    """One step of an orchestrated build; the first one opens the build's manifest."""
+def step(opts, pillar_ami, flavour_name, build_id, step_name, clients, owner=None):
+    """One step of an orchestrated build; the first one opens the build's manifest.
+    ``owner`` is the process that drives the build (the orchestration): while it lives,
+    the build is not abandoned between two steps."""
     ctx = context(opts, pillar_ami, flavour_name, clients)
     steps = {s.NAME: s for s in pipeline.steps_for(ctx.spec["strategy"])}
     if step_name not in steps:
@@ -52,14 +59,22 @@ def step(opts, pillar_ami, flavour_name, build_id, step_name, clients):
         b = pipeline.Build.load(ctx.builds_dir, build_id)
     except pipeline.AmiError:
         b = pipeline.Build.create(ctx.builds_dir, flavour_name, build_id)
+    if owner and not b.data.get("orchestrator"):
+        b.data["orchestrator"] = owner
     result = pipeline.run_step(b, ctx, steps[step_name])
     if step_name == list(steps)[-1]:
         b.data["status"] = "done"
         b.save()
+        claims.release(b)
     return result
 
 
 def cleanup(opts, pillar_ami, build_id, clients):
+    """Undo what build ``build_id`` made; without one, what every abandoned build made (see
+    pipeline/claims.py)."""
+    if build_id is None:
+        return {"cleaned": claims.reap(
+            builds_dir(opts), lambda name: context(opts, pillar_ami, name, clients))}
     b = pipeline.Build.load(builds_dir(opts), build_id)
     ctx = context(opts, pillar_ami, b.data["flavour"], clients)
     return pipeline.cleanup(b, ctx, pipeline.steps_for(ctx.spec["strategy"]))

@@ -6,34 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import mounted_image
+from helpers import cloud_inventory, mounted_image
 from saltami import audit, provenance
 from saltami.cloud import glance
 
 SCRUBBED = ["etc/salt/pki/minion/minion.pem", "etc/salt/minion_id", "etc/salt/minion.d/ami-builder.conf",
             "root/.bash_history", "var/cache/salt/minion"]
-
-
-def cloud_inventory(clients, salt_key):
-    """What a build could leave behind: servers, volumes, images, minion keys."""
-    keys = json.loads(salt_key.run("--list-all", "--out=json").stdout)
-    return {
-        "servers": sorted(s.id for s in clients.nova.servers.list()),
-        "volumes": sorted(v.id for v in clients.cinder.volumes.list()),
-        "images": sorted(i["id"] for i in clients.glance.images.list(filters={"visibility": "all"})),
-        "keys": sorted(k for ks in keys.values() for k in ks if k.startswith("ami-")),
-    }
-
-
-@pytest.fixture(scope="module")
-def salt_key(salt_master):
-    return salt_master.salt_key_cli()
-
-
-@pytest.fixture(scope="module")
-def module_clients(cloud_profile):
-    from saltami.cloud.auth import connect
-    return connect(profile=cloud_profile)
 
 
 def orch(salt_run, flavour, **kw):

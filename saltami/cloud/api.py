@@ -32,8 +32,8 @@ def service_errors(what):
     """Re-raise API failures inside the block as CloudError("<what>: <service message>")."""
     try:
         yield
-    except ks_exc.ConnectFailure as e:
-        raise CloudError(f"{what}: service unreachable: {e}") from None
+    except ks_exc.ConnectionError as e:  # refused, timed out (api_timeout), TLS
+        raise CloudError(f"{what}: service unreachable or not answering: {e}") from None
     except ks_exc.EndpointNotFound as e:
         raise CloudError(f"{what}: {e}") from None
     except _client_errors() as e:

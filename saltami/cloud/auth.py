@@ -20,9 +20,11 @@ from ..errors import CloudError, InvalidArgument
 
 NOVA_MICROVERSION = "2.96"     # the newest novaclient speaks
 CINDER_MICROVERSION = "3.71"   # the newest cinderclient speaks; upload-to-image needs >= 3.1
+# seconds a request may wait for a connection or for the next bytes of an answer, unless the
+# cloud sets api_timeout: a service that accepts and never answers must not hang a build
+API_TIMEOUT = 120
 SECRET_KEYS = frozenset({"password", "token", "application_credential_secret", "secret",
                          "client_secret", "passcode", "totp"})
-
 # the same words inside longer keys, as pillar names them: db_password, api_token, ssh_key
 SECRET_KEY_WORDS = re.compile(r"pass(word|wd|phrase|code)|secret|token|credential|private|(^|[_-])key$", re.I)
 
@@ -125,16 +127,20 @@ def connect(cloud=None, profile=None):
     except ks_exc.MissingRequiredOptions as e:
         raise InvalidArgument(f"cloud {cloud or '(from environment)'!r} lacks auth options: "
                               f"{', '.join(o.dest for o in e.options)}") from None
+    if region.config.get("api_timeout") is None:
+        region.config["api_timeout"] = API_TIMEOUT
     return Clients(region)
 
 
 def check_auth(clients):
     """Authenticate now, so that bad credentials fail before anything else is attempted."""
+    auth = clients.region.config.get("auth", {})
     try:
         clients.session.get_token()
     except ks_exc.Unauthorized as e:
-        raise CloudError(f"authentication refused by {clients.region.config.get('auth', {}).get('auth_url')}: "
-                         f"{e.message}") from None
-    except ks_exc.ConnectFailure as e:
-        raise CloudError(f"identity service unreachable: {e}") from None
+        who = auth.get("username") or auth.get("user_id") or auth.get("application_credential_id") \
+            or auth.get("application_credential_name")
+        raise CloudError(f"authentication refused by {auth.get('auth_url')} (user {who!r}): {e.message}") from None
+    except ks_exc.ConnectionError as e:  # refused, timed out (api_timeout), TLS
+        raise CloudError(f"identity service {auth.get('auth_url')} unreachable or not answering: {e}") from None
     return clients

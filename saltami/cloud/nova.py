@@ -117,6 +117,15 @@ def _user_data_bytes(user_data):
     return data
 
 
+def check_boot(clients, flavor, networks=None, key_name=None, security_groups=None):
+    """(flavor, nics, security groups) for boot, or NotFound naming what the cloud lacks:
+    a build asks before it makes anything."""
+    flv = find_flavor(clients, flavor)
+    nics = _nics(clients, networks)
+    _check_keypair(clients, key_name)
+    return flv, nics, _check_security_groups(clients, security_groups)
+
+
 # ------------------------------------------------------------------------------- servers
 def server_dict(server):
     s = server.to_dict()
@@ -173,10 +182,7 @@ def boot(clients, name, image=None, flavor=None, networks=None, key_name=None, s
     if image is None or flavor is None:
         raise InvalidArgument("boot needs an image and a flavor")
     img = glance.find_image(clients, image)
-    flv = find_flavor(clients, flavor)
-    nics = _nics(clients, networks)
-    _check_keypair(clients, key_name)
-    groups = _check_security_groups(clients, security_groups)
+    flv, nics, groups = check_boot(clients, flavor, networks, key_name, security_groups)
     meta = _check_metadata(metadata)
     data = _user_data_bytes(user_data)
     kw = {"nics": nics, "key_name": key_name, "meta": meta, "userdata": data,

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import AmiError
+from . import claims
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class Build:
         return self.data["id"]
 
     def save(self):
+        # tells a build that moves from one that sits still (claims.abandoned)
+        self.data["updated"] = time.time()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True, default=str))
@@ -88,7 +91,8 @@ def run_step(build, ctx, step):
         raise StepFailed(f"build {build.id} already failed; not running step {step.NAME}")
     if build.data.get("nothing_to_do"):
         return {"step": step.NAME, "skipped": build.data["nothing_to_do"]}
-    record = {"name": step.NAME, "status": "running", "started": time.time()}
+    # who runs the step: a killed build is one whose step's process is gone
+    record = {"name": step.NAME, "status": "running", "started": time.time(), "process": claims.this_process()}
     build.data["steps"].append(record)
     build.save()
     ctx.event(build, step.NAME, {"status": "started"})
@@ -129,6 +133,7 @@ def cleanup(build, ctx, steps):
     if build.data.get("status") != "done":
         build.data["status"] = "cleaned" if not problems else "cleanup-failed"
     build.save()
+    claims.release(build)
     ctx.event(build, "cleanup", {"status": build.data["status"], "problems": problems})
     return {"build": build.id, "status": build.data["status"], "problems": problems,
             "left": {k: v for k, v in build.data["resources"].items() if v}}
@@ -147,6 +152,7 @@ def run_all(build, ctx, steps):
         raise
     build.data["status"] = "done"
     build.save()
+    claims.release(build)
     return results
 
 

@@ -1,7 +1,10 @@
 """Find the base image and compute the build's fingerprint; stop here when an image with that
-fingerprint is already promoted."""
+fingerprint is already promoted. Check that the builder's flavor, networks, key pair and
+security groups exist; clean up the flavour's abandoned builds; take the flavour's claim,
+waiting for a build of it that is running (pipeline/claims.py)."""
 from .. import __version__, flavour, provenance
-from ..cloud import glance
+from ..cloud import glance, nova
+from . import claims
 
 NAME = "resolve"
 
@@ -24,15 +27,31 @@ def current(ctx):
 
 
 def run(build, ctx):
+    spec = ctx.spec
     base, parts, fingerprint = current(ctx)
+    # what the builder boots with must exist before anything is made for it
+    nova.check_boot(ctx.clients, spec["flavor"], spec.get("networks"), spec.get("key_name"),
+                    spec.get("security_groups"))
     build.data.update(base={"id": base["id"], "name": base.get("name")}, parts=parts, fingerprint=fingerprint)
+    cleaned = claims.reap(ctx.builds_dir, lambda _name: ctx, spec["name"], skip=build.id)
+    waited = {}
+    # one build of a flavour at a time: one that waited finds the other's image
+    if not _already_built(build, ctx, fingerprint):
+        waited = claims.acquire(build, ctx, spec["timeouts"]["claim"])
+        if _already_built(build, ctx, fingerprint):
+            claims.release(build)
+    build.save()
+    return {"fingerprint": fingerprint, "base": base["id"], "nothing_to_do": build.data.get("nothing_to_do"),
+            **waited, **({"cleaned_abandoned": [c["build"] for c in cleaned]} if cleaned else {})}
+
+
+def _already_built(build, ctx, fingerprint):
     existing = provenance.find_promoted(ctx.clients, ctx.spec["name"], fingerprint=fingerprint)
     if existing:
         image = existing[0]
         build.data["nothing_to_do"] = f"image {image['name']} ({image['id']}) already has fingerprint {fingerprint}"
         build.data["outputs"]["image"] = {"id": image["id"], "name": image["name"]}
-    build.save()
-    return {"fingerprint": fingerprint, "base": base["id"], "nothing_to_do": build.data.get("nothing_to_do")}
+    return bool(existing)
 
 
 def undo(build, ctx):

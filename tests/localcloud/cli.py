@@ -450,9 +450,15 @@ def db_syncs():
         list(ex.map(one, jobs))
 
 
+# one line per request with the client and the global request id, which services pass on to
+# each other: how benchmarks count a tool's requests and those it causes (bench/packer.py)
+ACCESS_LOG_FORMAT = '%(t)s "%(r)s" %(s)s "%(a)s" %({x-openstack-request-id}i)s'
+
+
 def gunicorn(name, port, app, extra_env):
     argv = [VENV / "bin" / "gunicorn", "--no-control-socket", "-w", "1", "-k", "gthread", "--threads", "8",
-            "--timeout", "600", "--pythonpath", HERE / "shims", "-b", f"127.0.0.1:{port}", app]
+            "--timeout", "600", "--pythonpath", HERE / "shims", "-b", f"127.0.0.1:{port}",
+            "--access-logfile", LOGS / f"{name}.access.log", "--access-logformat", ACCESS_LOG_FORMAT, app]
     spawn(name, argv, venv_env(**extra_env))
 
 

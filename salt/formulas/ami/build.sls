@@ -22,6 +22,7 @@ ami-{{ plan.flavour }}-{{ plan.steps[i] }}:
     - step: {{ plan.steps[i] }}
     - flavour: {{ plan.flavour }}
     - build: {{ plan.build }}
+    - owner: {{ plan.owner | json }}
 {%- if plans | length > 1 %}
     - parallel: True
 {%- endif %}
