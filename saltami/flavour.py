@@ -27,6 +27,7 @@ import difflib
 import functools
 import hashlib
 import json
+import os
 import re
 import reprlib
 import string
@@ -35,6 +36,7 @@ from collections.abc import Mapping, Sequence
 
 from .cloud.glance import VISIBILITIES
 from .errors import InvalidArgument, NotFound
+from .vanilla import RELEASES as VANILLA_RELEASES
 
 # A flavour's name goes into image names, minion ids, event tags and file names.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -81,7 +83,7 @@ TIMEOUTS = {"boot": 600, "minion": 300, "apply": 1800, "snapshot": 1800, "valida
 # is published (image_name, visibility, members, tags, keep, description), how the builder
 # is reached (networks, key_name, security_groups, master, timeouts) or how it is tested.
 # base and pillar enter the fingerprint as the base image's id and hash and the pillar's hash.
-IMAGE_KEYS = ("sls", "strategy", "volume_size", "flavor", "properties", "min_disk", "min_ram")
+IMAGE_KEYS = ("sls", "strategy", "volume_size", "flavor", "properties", "min_disk", "min_ram", "outputs")
 
 
 # ------------------------------------------------------------------------------ problems
@@ -280,16 +282,43 @@ def _image_id(value, where):
 
 
 BASE_HELP = ("a Glance image id or name, or a mapping with id alone, or with name, tags, "
-             "properties (and optionally visibility, owner)")
+             "properties (and optionally visibility, owner); with strategy local, {file: PATH} "
+             "or {vanilla: RELEASE}")
+# the bases of strategy local: an image file on this machine, or a vanilla image made here
+LOCAL_BASE_KEYS = ("file", "vanilla")
+LOCAL_BASE_HELP = (f"{{file: /absolute/path/to/image.raw or .qcow2}} or "
+                   f"{{vanilla: {' or '.join(VANILLA_RELEASES)}}}")
+
+
+def is_local_base(base):
+    return isinstance(base, dict) and bool(set(base) & set(LOCAL_BASE_KEYS))
+
+
+def _local_base(value, where):
+    """``{file: PATH}`` (absolute) or ``{vanilla: RELEASE}``, alone."""
+    others = sorted(set(value) - set(LOCAL_BASE_KEYS), key=str)
+    given = [key for key in LOCAL_BASE_KEYS if key in value]
+    if others or len(given) != 1:
+        raise _bad(f"a local base takes one of {', '.join(LOCAL_BASE_KEYS)} alone, not "
+                   f"{', '.join(map(str, sorted(value, key=str)))}", LOCAL_BASE_HELP)
+    key = given[0]
+    item = value[key]
+    if key == "file" and (not isinstance(item, str) or not os.path.isabs(item)):
+        raise _bad(f"file {_describe(item)} is not an absolute path", LOCAL_BASE_HELP)
+    if key == "vanilla" and item not in VANILLA_RELEASES:
+        raise _bad(f"no vanilla image {_describe(item)}", ", ".join(VANILLA_RELEASES))
+    return {key: item}
 
 
 def _base(value, where):
     """What ``glance.find_image`` takes: a string as is (an id, else a name), ``{id: X}`` as X,
-    and a filter mapping with ``tags`` renamed to its ``tag``."""
+    and a filter mapping with ``tags`` renamed to its ``tag``; a local base as it is."""
     if isinstance(value, str):
         return _text(value, where)
     if not isinstance(value, dict):
         raise _bad(f"must be a string or a mapping, not {_describe(value)}", BASE_HELP)
+    if is_local_base(value):
+        return _local_base(value, where)
     ref = _fields(value, BASE_FIELDS, where)
     # the keys given decide the form, even when a value was refused (and reported) above
     given = [key for key in BASE_FIELDS if value.get(key) is not None]
@@ -325,6 +354,12 @@ def _image_name(value, where):
     return pattern
 
 
+def _directory(value, where):
+    if not isinstance(value, str) or not os.path.isabs(value):
+        raise _bad(f"must be an absolute path, not {_describe(value)}")
+    return value
+
+
 def _nested(fields):
     return lambda value, where: _fields(value, fields, where)
 
@@ -348,6 +383,7 @@ FIELDS = {
     "description": (None, _text),
     "extends": (None, _text),
     "base": (_Required(BASE_HELP), _base),
+    "builder": (None, _base),
     "sls": (_Required(SLS_HELP), _some_sls),
     "pillar": ({}, _pillar),
     "flavor": (None, _text),
@@ -358,6 +394,7 @@ FIELDS = {
     "strategy": ("snapshot", _choice(STRATEGIES)),
     "disk_format": ("qcow2", _choice(DISK_FORMATS)),
     "outputs": (["qcow2"], _outputs),
+    "output_dir": (None, _directory),
     "image_name": (DEFAULT_IMAGE_NAME, _image_name),
     "properties": ({}, _properties),
     "tags": ([], _tags),
@@ -408,6 +445,13 @@ def _across(merged, flavour, where):
         where.sub("volume_size").add(_allowed(
             "required with strategy 'volume': the size in GiB of the volume the image is baked on",
             "integers >= 1"))
+    local = flavour["strategy"] == "local"
+    if flavour["base"] is not None and local != is_local_base(flavour["base"]):
+        where.sub("base").add(
+            _allowed(f"strategy 'local' bakes a local image, not {_describe(merged.get('base'))}",
+                     LOCAL_BASE_HELP) if local else
+            _allowed(f"a local base needs strategy 'local' (strategy is {flavour['strategy']!r})",
+                     "strategy local, or a Glance image as base"))
     if flavour["members"] and flavour["visibility"] not in (None, "shared"):
         where.sub("members").add(_allowed(
             f"projects can be members of a shared image only, and visibility is {flavour['visibility']!r}",

@@ -20,10 +20,11 @@ def localcloud():
 
 
 @pytest.fixture(scope="session")
-def builder_vm(localcloud, base_image, cloud_profile):
+def builder_vm(localcloud, base_image, cloud_profile, tmp_path_factory):
     """A builder VM as a user prepares one: an instance of the base image (which has salt)
-    with this project and its OpenStack clients installed, and the demo cloud's clouds.yaml.
-    Yields (clients, server, root), root being the instance's filesystem on this host."""
+    with this project and its OpenStack clients installed in salt's venv (no credentials:
+    tests that need them put a clouds.yaml in and take it out). Yields (clients, server,
+    root), root being the instance's filesystem on this host."""
     import shutil
     import subprocess
     import sys
@@ -39,24 +40,43 @@ def builder_vm(localcloud, base_image, cloud_profile):
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(partial),
                         "-c", str(REPO / "requirements" / "constraints.txt"), *BUILDER_PACKAGES], check=True)
         partial.rename(wheels)
+    # built from a copy: a build in the work tree would leave build/ and egg-info behind
+    work = tmp_path_factory.mktemp("project")
+    source = work / "source"
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", "docs", "bench"))
+    project = work / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(project), str(source)], check=True)
     server = nova.boot(clients, f"ami-builder-{uuid.uuid4().hex[:8]}", image=base_image["id"],
                        flavor="localcloud.small")
     root = localcloud.instances_path / server["id"] / "mnt"
     try:
-        for part in ("saltami", "_modules"):
-            shutil.copytree(REPO / part, root / "opt" / "salt-ami" / part,
-                            ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(wheels, root / "tmp" / "wheels")
+        for wheel in project.iterdir():
+            shutil.copy(wheel, root / "tmp" / "wheels")
         subprocess.run(["chroot", str(root), "/opt/salt/bin/pip", "install", "--quiet", "--isolated", "--no-index",
-                        "--find-links", "/tmp/wheels", *BUILDER_PACKAGES], check=True)
+                        "--find-links", "/tmp/wheels", "salt-ami", *BUILDER_PACKAGES], check=True)
         shutil.rmtree(root / "tmp" / "wheels")
-        (root / "etc" / "openstack").mkdir(exist_ok=True)
-        shutil.copyfile(localcloud.clouds_yaml, root / "etc" / "openstack" / "clouds.yaml")
         yield clients, server, root
     finally:
         nova.delete(clients, server["id"])
 
 
+@pytest.fixture(scope="session")
+def builder_image(builder_vm):
+    """A builder image (what a volume-strategy flavour's ``builder`` names): a snapshot of
+    the builder VM, named so that the test flavours can refer to it."""
+    from saltami.cloud import glance, nova
+
+    clients, server, root = builder_vm
+    assert not (root / "etc" / "openstack" / "clouds.yaml").exists()
+    image = nova.create_snapshot(clients, server["id"], BUILDER_IMAGE)
+    yield image
+    glance.delete(clients, image["id"], force=True)
+
+
+BUILDER_IMAGE = f"{RUN}-builder"
 BUILDER_PACKAGES = ("python-novaclient", "python-glanceclient", "python-cinderclient", "keystoneauth1",
                     "openstacksdk")
 
@@ -130,6 +150,10 @@ def flavours(base_image):
         "amitest-nosls": {"extends": "amitest", "sls": ["nosuchsls.here"]},
         "amitest-nobase": {"extends": "amitest", "base": {"name": "no-such-base-image"}},
         "amitest-typo": {"extends": "amitest", "flavr": "localcloud.small"},
+        # the orchestration's volume strategy: a builder with salt-ami bakes a volume of the base
+        "amitest-volume": {"extends": "amitest", "strategy": "volume", "volume_size": 1,
+                           "builder": {"name": BUILDER_IMAGE},
+                           "pillar": {"amitest": {"mark": "baked-by-a-builder"}}},
         # fault tests (tests/test_faults.py): short waits, a tag (promote tags after renaming)
         "amitest-fault": {"extends": "amitest", "tags": ["fault"],
                           "timeouts": {"boot": 60, "minion": 60, "apply": 120, "snapshot": 300, "validate": 120}},
@@ -153,6 +177,8 @@ def salt_master(salt_factories, cloud_profile, pillar_tree):
     factory = salt_factories.salt_master_daemon("master", overrides={
         "file_roots": {"base": [str(REPO / "salt" / "formulas"), str(REPO / "tests" / "formulas")]},
         "pillar_roots": {"base": [str(pillar_tree)]},
+        # builders get their flavour's pillar from it (saltami/build_pillar.py)
+        "ext_pillar": [{"ami": {}}],
         "timeout": 120,
         "ami": {"cloud": cloud_profile},
     })

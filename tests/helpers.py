@@ -140,10 +140,9 @@ def mounted_image(path, workdir):
 
 
 def salt_call_inside(root, *args, timeout=120):
-    """salt-call --local inside an instance (its filesystem at ``root`` on this host), with
-    the project copied into /opt/salt-ami (see the builder_vm fixture)."""
-    cmd = ["chroot", str(root), "env", "PYTHONPATH=/opt/salt-ami", "salt-call", "--local",
-           "--module-dirs=/opt/salt-ami/_modules", "--out=json", "--log-level=quiet", *args]
+    """salt-call --local inside an instance (its filesystem at ``root`` on this host) that
+    has the project installed (see the builder_vm fixture)."""
+    cmd = ["chroot", str(root), "salt-call", "--local", "--out=json", "--log-level=quiet", *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     return r.returncode, r.stdout, r.stderr
 

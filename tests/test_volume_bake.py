@@ -24,7 +24,7 @@ SLOW = f"{FLAVOUR}-slow"
 
 
 @pytest.fixture(scope="module")
-def builder(builder_vm, base_image):
+def builder(builder_vm, base_image, localcloud):
     """The builder VM with a masterless minion config: the test formulas in its file_roots,
     the flavours in its pillar, the demo cloud as ami:cloud."""
     clients, server, root = builder_vm
@@ -45,7 +45,13 @@ def builder(builder_vm, base_image):
     (root / "etc" / "salt" / "minion.d").mkdir(parents=True, exist_ok=True)
     (root / "etc" / "salt" / "minion.d" / "ami.conf").write_text(
         "file_roots: {base: [/srv/salt]}\npillar_roots: {base: [/srv/pillar]}\n")
-    yield clients, server, root, flavours
+    clouds_yaml = root / "etc" / "openstack" / "clouds.yaml"
+    clouds_yaml.parent.mkdir(exist_ok=True)
+    shutil.copyfile(localcloud.clouds_yaml, clouds_yaml)
+    try:
+        yield clients, server, root, flavours
+    finally:
+        clouds_yaml.unlink()
     for image in provenance.find_promoted(clients, FLAVOUR):
         glance.delete(clients, image["id"], force=True)
 
@@ -109,8 +115,7 @@ def test_killed_bake_is_cleaned_up_by_the_next_cleanup(builder):
     mounted, with the chroot's mounts; ami.bake_cleanup removes all of it."""
     clients, server, root, _flavours = builder
     before = builder_state(clients, server, root)
-    cmd = ["chroot", str(root), "env", "PYTHONPATH=/opt/salt-ami", "salt-call", "--local",
-           "--module-dirs=/opt/salt-ami/_modules", "--log-level=quiet", "ami.bake", f"flavour={SLOW}"]
+    cmd = ["chroot", str(root), "salt-call", "--local", "--log-level=quiet", "ami.bake", f"flavour={SLOW}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     builds = root / "var" / "cache" / "salt" / "minion" / "ami" / "builds"
     try:
@@ -138,3 +143,4 @@ def test_killed_bake_is_cleaned_up_by_the_next_cleanup(builder):
     assert builder_state(clients, server, root) == before
     assert bake_volumes(clients) == []
     assert json.loads(manifest.read_text())["status"] == "cleaned"
+
