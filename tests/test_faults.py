@@ -132,13 +132,6 @@ def fault_builds(salt_master, salt_key, module_clients, cloud_profile, demo_sess
                 for kind in sorted(kinds, key=lambda k: -order.index(BUILD_FAULTS[k]["step"]))}
 
 
-@pytest.fixture
-def drivers_with_faults():
-    if stale_drivers():
-        pytest.skip(f"{', '.join(stale_drivers())} started before the fault hooks of its driver changed: "
-                    "restart the local cloud")
-
-
 @pytest.mark.parametrize("kind", list(BUILD_FAULTS))
 def test_build_fault_fails_the_step_and_leaves_nothing(kind, request, fault_builds, salt_master, salt_key, module_clients):
     fault, flavour = BUILD_FAULTS[kind], f"{RUN}-{kind}"

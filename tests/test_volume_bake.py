@@ -2,6 +2,7 @@
 instance of the local cloud (the test plays the builder), with flavours from the builder's
 own pillar and no master. The image it leaves in Glance is downloaded and opened; a bake
 killed mid-way is cleaned up by the next ``ami.bake_cleanup``."""
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 
 from conftest import REPO
 from helpers import mounted_image, salt_call_inside
+from localcloud.faults import injected
 from saltami import audit, disk, provenance
 from saltami.cloud import glance
 from saltami.cloud.wait import wait_for
@@ -21,6 +23,8 @@ from saltami.cloud.wait import wait_for
 SECRET = f"volume-bake-secret-{uuid.uuid4().hex[:8]}"
 FLAVOUR = f"amitest-volume-{uuid.uuid4().hex[:6]}"
 SLOW = f"{FLAVOUR}-slow"
+BROKEN = f"{FLAVOUR}-broken"
+NOSCRUB = f"{FLAVOUR}-noscrub"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,7 @@ def builder(builder_vm, base_image, localcloud):
     """The builder VM with a masterless minion config: the test formulas in its file_roots,
     the flavours in its pillar, the demo cloud as ami:cloud."""
     clients, server, root = builder_vm
-    for formula in ("amitest", "amitestslow"):
+    for formula in ("amitest", "amitestslow", "amitestbroken", "amitestnoscrub"):
         source = REPO / "salt" / "formulas" / formula
         if not source.exists():
             source = REPO / "tests" / "formulas" / formula
@@ -37,7 +41,8 @@ def builder(builder_vm, base_image, localcloud):
                "volume_size": 1, "pillar": {"amitest": {"mark": "baked-on-a-volume", "secret": SECRET}},
                "properties": {"os_distro": "debian", "os_version": "12"}, "keep": 1,
                "timeouts": {"boot": 120, "apply": 300, "snapshot": 300}}
-    flavours = {FLAVOUR: flavour, SLOW: {"extends": FLAVOUR, "sls": ["amitestslow"]}}
+    flavours = {FLAVOUR: flavour, **{name: {"extends": FLAVOUR, "sls": [sls]} for name, sls in (
+        (SLOW, "amitestslow"), (BROKEN, "amitestbroken"), (NOSCRUB, "amitestnoscrub"))}}
     (root / "srv" / "pillar").mkdir(parents=True, exist_ok=True)
     (root / "srv" / "pillar" / "top.sls").write_text("base: {'*': [ami]}\n")
     (root / "srv" / "pillar" / "ami.sls").write_text(json.dumps({"ami": {"cloud": "localcloud",
@@ -144,3 +149,33 @@ def test_killed_bake_is_cleaned_up_by_the_next_cleanup(builder):
     assert bake_volumes(clients) == []
     assert json.loads(manifest.read_text())["status"] == "cleaned"
 
+
+def flavour_images(clients):
+    """Images of the test's flavours, by name or by the build's ami_flavour property."""
+    return sorted(i["id"] for i in clients.glance.images.list(filters={"visibility": "all"})
+                  if FLAVOUR in (i.get("name") or "") or FLAVOUR in i.get("ami_flavour", ""))
+
+
+# fault: (flavour baked, step that fails, driver fault (point, resource name pattern) or None)
+VOLUME_FAULTS = {
+    "volume from the base image ends in error": (FLAVOUR, "volume", ("cinder.from_image", f"ami-bake-{FLAVOUR}")),
+    "attach to the builder fails": (FLAVOUR, "attach", ("nova.attach", "ami-builder-")),
+    "SLS fails in the chroot": (BROKEN, "provision", None),
+    "scrub fails": (NOSCRUB, "scrub", None),
+    "upload to Glance fails": (FLAVOUR, "upload", ("cinder.to_image", f"ami-bake-{FLAVOUR}")),
+}
+
+
+@pytest.mark.parametrize("fault", list(VOLUME_FAULTS))
+def test_bake_fault_fails_the_step_and_leaves_nothing(fault, request, builder):
+    clients, server, root, _flavours = builder
+    flavour, step, driver_fault = VOLUME_FAULTS[fault]
+    if driver_fault:
+        request.getfixturevalue("drivers_with_faults")
+    before = (builder_state(clients, server, root), flavour_images(clients))
+    with injected(*driver_fault) if driver_fault else contextlib.nullcontext():
+        rc, out, err = salt_call_inside(root, "ami.bake", f"flavour={flavour}", timeout=600)
+    assert rc != 0, out
+    assert f"step {step} failed" in err, err
+    assert (builder_state(clients, server, root), flavour_images(clients)) == before
+    assert bake_volumes(clients) == []
