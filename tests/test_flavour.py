@@ -83,7 +83,7 @@ def test_minimal_flavour_gets_every_default():
         "name": "f", "description": None, "extends": None, "base": "debian-12",
         "sls": ["postgres"], "pillar": {}, "flavor": "m1.small", "networks": "none",
         "key_name": None, "security_groups": [], "volume_size": None, "strategy": "snapshot",
-        "disk_format": "qcow2", "outputs": ["qcow2"],
+        "disk_format": "qcow2", "outputs": ["qcow2"], "output_dir": None,
         "image_name": "{flavour}-{date}-{time}", "properties": {}, "tags": [],
         "visibility": "private", "members": [], "keep": 3, "min_disk": None, "min_ram": None,
         "test": {"sls": ["postgres"], "cmd": None, "expect_no_changes": True}, "master": None,
@@ -301,6 +301,34 @@ def test_bad_base(base, key, expected):
     assert expected in one_problem({**MINIMAL, "base": base}, key)
 
 
+LOCAL = {"strategy": "local", "sls": ["postgres"]}
+
+
+@pytest.mark.parametrize("base", [{"file": "/srv/images/debian.qcow2"}, {"vanilla": "debian-12"}])
+def test_local_bases(base):
+    f = resolve({**LOCAL, "base": base, "outputs": ["ami", "qcow2-zstd"], "output_dir": "/srv/out"})
+    assert f["base"] == base and f["outputs"] == ["ami", "qcow2-zstd"] and f["output_dir"] == "/srv/out"
+    assert f["flavor"] is None  # no builder boots
+
+
+@pytest.mark.parametrize("spec, key, expected", [
+    ({**LOCAL, "base": {"file": "images/debian.raw"}}, "base",
+     "file str 'images/debian.raw' is not an absolute path (allowed: {file: /absolute/path"),
+    ({**LOCAL, "base": {"vanilla": "debian-13"}}, "base", "no vanilla image str 'debian-13' (allowed: debian-12)"),
+    ({**LOCAL, "base": {"vanilla": "debian-12", "name": "x"}}, "base",
+     "a local base takes one of file, vanilla alone, not name, vanilla"),
+    ({**LOCAL, "base": "debian-12"}, "base", "strategy 'local' bakes a local image, not str 'debian-12'"),
+    ({**MINIMAL, "base": {"vanilla": "debian-12"}}, "base",
+     "a local base needs strategy 'local' (strategy is 'snapshot')"),
+    ({**LOCAL, "base": {"vanilla": "debian-12"}, "outputs": ["qcow2", "vmdk"]}, "outputs",
+     "not outputs: 'vmdk' (allowed: qcow2, qcow2-zstd, raw, ami)"),
+    ({**LOCAL, "base": {"vanilla": "debian-12"}, "output_dir": "out"}, "output_dir",
+     "must be an absolute path, not str 'out'"),
+])
+def test_bad_local_flavours(spec, key, expected):
+    assert expected in one_problem(spec, key)
+
+
 # ------------------------------------------------------------------------------ properties, publication
 def test_properties_refuse_reserved_and_glance_attributes():
     assert "reserved for the build's own provenance" in one_problem(
@@ -445,7 +473,8 @@ def test_fingerprint_is_stable(image_flavour):
     assert flavour.fingerprint(dict(reversed(list(parts.items())))) == flavour.fingerprint(parts)
     assert flavour.image_settings(resolve(image_flavour)) == {
         "sls": ["postgres", "postgres.python"], "strategy": "snapshot", "volume_size": None,
-        "flavor": "m1.small", "properties": {"os_distro": "debian"}, "min_disk": None, "min_ram": None}
+        "flavor": "m1.small", "properties": {"os_distro": "debian"}, "min_disk": None, "min_ram": None,
+        "outputs": ["qcow2"]}
 
 
 @pytest.mark.parametrize("change", [
@@ -456,6 +485,7 @@ def test_fingerprint_is_stable(image_flavour):
     {"strategy": "volume", "volume_size": 4},
     {"flavor": "m1.large"},
     {"min_disk": 4},
+    {"outputs": ["qcow2", "ami"]},
 ])
 def test_fingerprint_follows_what_makes_the_image(image_flavour, change):
     assert _fingerprint({**image_flavour, **change}) != _fingerprint(image_flavour)

@@ -4,19 +4,29 @@ security groups exist; clean up the flavour's abandoned builds; take the flavour
 waiting for a build of it that is running (pipeline/claims.py)."""
 from .. import __version__, flavour, provenance
 from ..cloud import glance, nova
-from . import claims
+from . import claims, local_disk, outputs
 
 NAME = "resolve"
+
+
+def find_base(ctx):
+    """The flavour's base: {id, name, hash}, and path for a local base (an image file on this
+    machine, or a vanilla image made here), whose id says which and whose hash is its content's."""
+    base = ctx.spec["base"]
+    if flavour.is_local_base(base):
+        return local_disk.find_base(base)
+    image = glance.find_image(ctx.clients, base)
+    return {**image, "hash": image.get("os_hash_value") or image.get("checksum")}
 
 
 def current(ctx):
     """(base image, fingerprint parts, fingerprint) of the flavour as it stands now."""
     spec = ctx.spec
     flavour.check_sls(spec, ctx.master.sls_exists)
-    base = glance.find_image(ctx.clients, spec["base"])
+    base = find_base(ctx)
     parts = {
         "base_id": base["id"],
-        "base_hash": base.get("os_hash_value") or base.get("checksum"),
+        "base_hash": base["hash"],
         "sls_hash": ctx.master.sls_hash(spec["sls"]),
         "pillar_hash": flavour.canonical_hash(spec.get("pillar") or {}),
         "salt_version": ctx.master.salt_version(),
@@ -32,7 +42,8 @@ def run(build, ctx):
     # what the builder boots with must exist before anything is made for it
     nova.check_boot(ctx.clients, spec["flavor"], spec.get("networks"), spec.get("key_name"),
                     spec.get("security_groups"))
-    build.data.update(base={"id": base["id"], "name": base.get("name")}, parts=parts, fingerprint=fingerprint)
+    build.data.update(base={key: base[key] for key in ("id", "name", "path") if base.get(key)},
+                      parts=parts, fingerprint=fingerprint)
     cleaned = claims.reap(ctx.builds_dir, lambda _name: ctx, spec["name"], skip=build.id)
     waited = {}
     # one build of a flavour at a time: one that waited finds the other's image
@@ -46,6 +57,13 @@ def run(build, ctx):
 
 
 def _already_built(build, ctx, fingerprint):
+    if ctx.clients is None:
+        # the local provider without a cloud: its outputs are on this machine
+        found = outputs.find_built(ctx.spec, ctx.cachedir, fingerprint)
+        if found:
+            build.data["nothing_to_do"] = f"{found} already holds the outputs of fingerprint {fingerprint}"
+            build.data["outputs"]["directory"] = str(found)
+        return bool(found)
     existing = provenance.find_promoted(ctx.clients, ctx.spec["name"], fingerprint=fingerprint)
     if existing:
         image = existing[0]

@@ -1,0 +1,67 @@
+"""The local provider's product. Without a cloud it is the output directory, as the outputs
+step wrote it. With one, every output goes to Glance under a candidate name with the
+provenance properties (the triplet as aki, ari and ami linked by kernel_id and ramdisk_id),
+then the first output listed takes the flavour's final name through the promote step and
+the others that name followed by their kind; the local files then go. A failure deletes
+what was uploaded."""
+from .. import provenance
+from ..cloud import glance
+from . import outputs, promote
+from .snapshot import undo  # noqa: F401  (the uploaded images go the same way)
+
+NAME = "publish"
+DISK_FORMATS = {"qcow2": "qcow2", "qcow2-zstd": "qcow2", "raw": "raw"}
+PART_OF = "ami_part_of"  # on the other outputs' images: the id of the promoted one
+
+
+def run(build, ctx):
+    spec = ctx.spec
+    files = build.data["outputs"]["files"]
+    if ctx.clients is None:
+        # from here on the directory is the build's product, not something to clean up
+        for directory in build.made("output"):
+            build.forget("output", directory)
+        return {"directory": build.data["outputs"]["directory"]}
+    candidate = provenance.candidate_name(build)
+    props = provenance.properties(build, spec)
+    limits = {"min_disk": spec.get("min_disk"), "min_ram": spec.get("min_ram")}
+    uploaded = {}  # kind -> {part: image id}, the bootable part under "image"
+    for kind in spec["outputs"]:
+        own = {**props, "ami_output": kind}
+        if kind == "ami":
+            made = glance.upload_ami_triplet(ctx.clients, files[kind]["kernel"], files[kind]["ramdisk"],
+                                             files[kind]["root"], f"{candidate}-{kind}", properties=own, **limits)
+            uploaded[kind] = {"kernel": made["kernel"]["id"], "ramdisk": made["ramdisk"]["id"],
+                              "image": made["root"]["id"]}
+        else:
+            made = glance.upload(ctx.clients, files[kind]["image"], f"{candidate}-{kind}",
+                                 disk_format=DISK_FORMATS[kind], properties=own, **limits)
+            uploaded[kind] = {"image": made["id"]}
+        for image_id in uploaded[kind].values():
+            build.add("image", image_id)
+    primary, *others = spec["outputs"]
+    build.data["outputs"]["candidate"] = {"id": uploaded[primary]["image"]}
+    build.data["outputs"]["uploaded"] = uploaded
+    build.save()
+    final = provenance.final_name(build, spec)
+    for kind in others:
+        for part, image_id in uploaded[kind].items():
+            name = f"{final}-{kind}" + ("" if part == "image" else f"-{part}")
+            glance.set_properties(ctx.clients, image_id, **{PART_OF: uploaded[primary]["image"]})
+            _publish(ctx, spec, image_id, name)
+    if primary == "ami":
+        for part in ("kernel", "ramdisk"):
+            _publish(ctx, spec, uploaded[primary][part], f"{final}-{part}")
+    promoted = promote.run(build, ctx)
+    for kind in uploaded:
+        for image_id in uploaded[kind].values():
+            build.forget("image", image_id)
+    outputs.undo(build, ctx)
+    return {**promoted, "uploaded": uploaded}
+
+
+def _publish(ctx, spec, image_id, name):
+    glance.rename(ctx.clients, image_id, name)
+    glance.set_visibility(ctx.clients, image_id, spec["visibility"])
+    for member in spec.get("members") or []:
+        glance.add_member(ctx.clients, image_id, member)
