@@ -147,9 +147,10 @@ def salt_call_inside(root, *args, timeout=120):
     return r.returncode, r.stdout, r.stderr
 
 
-def local_minion(root, flavours):
+def local_minion(root, flavours, cloud=None):
     """A masterless minion's config dir at ``root`` (it holds its cache too): the project's
-    formulas as file_roots and ``flavours`` as pillar ami:flavours, no cloud."""
+    formulas as file_roots, ``flavours`` as pillar ami:flavours, and ``cloud`` as ami:cloud
+    (none by default)."""
     import yaml
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,7 +162,8 @@ def local_minion(root, flavours):
     config = {"id": "local-baker", "root_dir": str(root), "file_client": "local",
               "file_roots": {"base": [os.path.join(repo, "salt", "formulas"), os.path.join(repo, "tests", "formulas")]},
               "pillar_roots": {"base": [os.path.join(root, "pillar")]},
-              "log_file": os.path.join(root, "minion.log"), "log_level_logfile": "info"}
+              "log_file": os.path.join(root, "minion.log"), "log_level_logfile": "info",
+              **({"ami": {"cloud": cloud}} if cloud else {})}
     with open(os.path.join(root, "minion"), "w") as f:
         yaml.safe_dump(config, f)
     return {"config_dir": root, "cachedir": os.path.join(root, "var", "cache", "salt", "minion")}

@@ -18,6 +18,7 @@ import pytest
 
 from helpers import RUN, local_minion, mounted_image, salt_call_local
 from saltami import audit, disk, vanilla
+from saltami.cloud import glance
 
 REPO = Path(__file__).resolve().parent.parent
 MARK = f"local-baked-{RUN}"
@@ -204,3 +205,34 @@ def test_killed_bake_leaves_nothing_after_the_next_cleanup(minion, vanilla_image
     assert not disk.loops_of(work) and not work.exists()
     assert not Path(f"{builds / data['id']}.root").exists()
     assert not list(minion["out"].glob(f"{data['id']}*"))
+
+
+def test_with_a_cloud_the_outputs_go_to_glance(tmp_path, cloud_profile, module_clients, vanilla_image):
+    """The same bake with ami:cloud set: the first output is promoted under the flavour's
+    name, the triplet is aki, ari and ami linked by kernel_id and ramdisk_id, and no local
+    output stays."""
+    name = f"local-cloud-{RUN[-8:]}"
+    flavour = {"strategy": "local", "base": {"vanilla": "debian-12"}, "sls": ["amitest"],
+               "pillar": {"amitest": {"mark": MARK}}, "outputs": ["qcow2-zstd", "ami"],
+               "output_dir": str(tmp_path / "images"), "image_name": "{flavour}-{build}"}
+    minion = local_minion(tmp_path / "minion", {name: flavour}, cloud=cloud_profile)
+    ids = []
+    try:
+        result = salt_call_local(minion["config_dir"], "ami.bake", f"flavour={name}")
+        assert result["status"] == "done", result
+        build = json.loads(Path(result["manifest"]).read_text())
+        uploaded = build["outputs"]["uploaded"]
+        ids = [i for parts in uploaded.values() for i in parts.values()]
+        primary = glance.show(module_clients, uploaded["qcow2-zstd"]["image"])
+        assert primary["name"] == result["image"]["name"] and primary["ami_status"] == "promoted"
+        assert primary["disk_format"] == "qcow2" and primary["ami_fingerprint"] == build["fingerprint"]
+        root = glance.show(module_clients, uploaded["ami"]["image"])
+        assert root["name"] == f"{primary['name']}-ami" and root["disk_format"] == "ami"
+        assert root["kernel_id"] == uploaded["ami"]["kernel"] and root["ramdisk_id"] == uploaded["ami"]["ramdisk"]
+        assert root["ami_part_of"] == primary["id"] and root["ami_status"] == "part"
+        assert glance.show(module_clients, root["kernel_id"])["disk_format"] == "aki"
+        assert glance.show(module_clients, root["ramdisk_id"])["disk_format"] == "ari"
+        assert not list((tmp_path / "images").glob("*/*"))
+    finally:
+        for image_id in ids:
+            glance.delete(module_clients, image_id, force=True)

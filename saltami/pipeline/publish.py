@@ -11,7 +11,9 @@ from .snapshot import undo  # noqa: F401  (the uploaded images go the same way)
 
 NAME = "publish"
 DISK_FORMATS = {"qcow2": "qcow2", "qcow2-zstd": "qcow2", "raw": "raw"}
-PART_OF = "ami_part_of"  # on the other outputs' images: the id of the promoted one
+# the other outputs' images: not promoted themselves (lookups and pruning find one image per
+# build), they name the one that is
+PART, PART_OF = "part", "ami_part_of"
 
 
 def run(build, ctx):
@@ -47,7 +49,8 @@ def run(build, ctx):
     for kind in others:
         for part, image_id in uploaded[kind].items():
             name = f"{final}-{kind}" + ("" if part == "image" else f"-{part}")
-            glance.set_properties(ctx.clients, image_id, **{PART_OF: uploaded[primary]["image"]})
+            glance.set_properties(ctx.clients, image_id, **{provenance.STATUS: PART,
+                                                            PART_OF: uploaded[primary]["image"]})
             _publish(ctx, spec, image_id, name)
     if primary == "ami":
         for part in ("kernel", "ramdisk"):
