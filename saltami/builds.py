@@ -24,6 +24,10 @@ def master_pillar(opts, saltenv="base"):
 def context(opts, pillar_ami, flavour_name, clients):
     """The flavour, validated (nothing is created if it is wrong), with the cloud and master."""
     spec = flavour.resolve(pillar_ami, flavour_name)
+    if spec["strategy"] == "volume" and spec["flavor"] is None:
+        raise InvalidArgument(f"flavour {flavour_name!r}: key 'flavor': required when the master builds "
+                              "strategy 'volume', which boots a builder (allowed: the name or id of a nova "
+                              "flavor; salt-call --local ami.bake needs none)")
     # bad credentials or a cloud that does not answer: said as such, before anything else
     auth.check_auth(clients)
     return Context(clients, Master(opts), spec, builds_dir(opts))
@@ -41,9 +45,10 @@ def summary(build):
 def build(opts, pillar_ami, flavour_name, clients, build_id=None):
     """A whole build in this process; raises StepFailed after cleaning up."""
     ctx = context(opts, pillar_ami, flavour_name, clients)
-    b = pipeline.Build.create(ctx.builds_dir, flavour_name, build_id)
+    steps = pipeline.steps_for(ctx.spec["strategy"])
+    b = pipeline.Build.create(ctx.builds_dir, flavour_name, steps, build_id)
     b.data["orchestrator"] = claims.this_process()
-    pipeline.run_all(b, ctx, pipeline.steps_for(ctx.spec["strategy"]))
+    pipeline.run_all(b, ctx, steps)
     return summary(b)
 
 
@@ -52,13 +57,14 @@ def step(opts, pillar_ami, flavour_name, build_id, step_name, clients, owner=Non
     ``owner`` is the process that drives the build (the orchestration): while it lives,
     the build is not abandoned between two steps."""
     ctx = context(opts, pillar_ami, flavour_name, clients)
-    steps = {s.NAME: s for s in pipeline.steps_for(ctx.spec["strategy"])}
+    plan = pipeline.steps_for(ctx.spec["strategy"])
+    steps = {s.NAME: s for s in plan}
     if step_name not in steps:
         raise InvalidArgument(f"step {step_name!r} is not one of {', '.join(steps)}")
     try:
         b = pipeline.Build.load(ctx.builds_dir, build_id)
     except pipeline.AmiError:
-        b = pipeline.Build.create(ctx.builds_dir, flavour_name, build_id)
+        b = pipeline.Build.create(ctx.builds_dir, flavour_name, plan, build_id)
     if owner and not b.data.get("orchestrator"):
         b.data["orchestrator"] = owner
     result = pipeline.run_step(b, ctx, steps[step_name])
@@ -77,7 +83,7 @@ def cleanup(opts, pillar_ami, build_id, clients):
             builds_dir(opts), lambda name: context(opts, pillar_ami, name, clients))}
     b = pipeline.Build.load(builds_dir(opts), build_id)
     ctx = context(opts, pillar_ami, b.data["flavour"], clients)
-    return pipeline.cleanup(b, ctx, pipeline.steps_for(ctx.spec["strategy"]))
+    return pipeline.cleanup(b, ctx, pipeline.steps_of(b, ctx.spec["strategy"]))
 
 
 def status(opts, pillar_ami, flavour_name, clients):

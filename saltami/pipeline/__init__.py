@@ -10,6 +10,7 @@ The build's state is its manifest, a JSON file (like Packer's manifest) that is 
 every change: it is what lets each step run as a separate call (one state per step in the
 orchestration) and what a later cleanup uses after a build process was killed.
 """
+import importlib
 import json
 import logging
 import os
@@ -35,12 +36,14 @@ class Build:
         self.data = data
 
     @classmethod
-    def create(cls, builds_dir, flavour_name, build_id=None):
+    def create(cls, builds_dir, flavour_name, steps, build_id=None):
         build_id = build_id or new_id(flavour_name)
         path = Path(builds_dir) / f"{build_id}.json"
         if path.exists():
             raise AmiError(f"build {build_id} exists already ({path})")
+        # the steps by module: what a later cleanup undoes, whatever the flavour says by then
         build = cls(path, {"id": build_id, "flavour": flavour_name, "status": "running",
+                           "plan": [s.__name__.rsplit(".", 1)[-1] for s in steps],
                            "created": time.time(), "steps": [], "resources": {}, "outputs": {}})
         build.save()
         return build
@@ -156,9 +159,41 @@ def run_all(build, ctx, steps):
     return results
 
 
-def steps_for(strategy):
-    """The steps of a build, in order, for the flavour's strategy."""
-    from . import boot, promote, provision, prune, release, resolve, scrub, snapshot, validate
-    if strategy == "snapshot":
-        return [resolve, boot, provision, scrub, snapshot, release, validate, promote, prune]
-    raise AmiError(f"build strategy {strategy!r} is not available yet (available: snapshot)")
+# The steps of each strategy, in order, by module. "here" is a bake run where it is called
+# (salt-call --local ami.bake), the others are run by the master.
+PLANS = {
+    ("snapshot", False): "resolve boot provision scrub snapshot release validate promote prune",
+    # the builder is a minion of the master; the chroot part runs on it (bake_remote)
+    ("volume", False): "resolve boot volume attach bake_remote detach upload release_volume release "
+                       "validate promote prune",
+    ("volume", True): "resolve volume attach mount chroot_provision chroot_scrub unmount detach upload "
+                      "release_volume promote prune",
+    # a loop device over a copy of a local base image; publish uploads only with a cloud
+    ("local", True): "resolve local_disk loop mount chroot_provision chroot_scrub unmount release_loop outputs "
+                     "release_disk publish",
+    # what the orchestration's builder minion runs during bake_remote
+    ("volume-builder", True): "mount chroot_provision chroot_scrub unmount",
+}
+
+
+def _modules(names):
+    return [importlib.import_module(f"{__name__}.{name}") for name in names.split()]
+
+
+def steps_for(strategy, here=False):
+    """The steps of a build, in order, for the flavour's strategy, run by the master or
+    ``here``."""
+    plan = PLANS.get((strategy, here))
+    if plan is None:
+        available = sorted({s for s, h in PLANS if h == here})
+        raise AmiError(f"build strategy {strategy!r} cannot run {'here' if here else 'on the master'} "
+                       f"(available: {', '.join(available)})")
+    return _modules(plan)
+
+
+def steps_of(build, strategy):
+    """The steps a build was made with: its manifest's plan, or for a manifest written before
+    plans were recorded, the master's steps of its ``strategy``."""
+    if "plan" not in build.data:
+        return steps_for(strategy)
+    return _modules(" ".join(build.data["plan"]))

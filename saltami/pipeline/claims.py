@@ -165,10 +165,10 @@ def reap(builds_dir, context_for, flavour_name=None, skip=None):
 
 
 def _clean(taken, ctx):
-    from . import cleanup, steps_for
+    from . import cleanup, steps_of
     log.warning("build %s was abandoned (status %s, last step %s): cleaning it up", taken.id,
                 taken.data["status"], (taken.data["steps"] or [{}])[-1].get("name"))
-    return cleanup(taken, ctx, steps_for(ctx.spec["strategy"]))
+    return cleanup(taken, ctx, steps_of(taken, ctx.spec["strategy"]))
 
 
 # ------------------------------------------------------------------------------ the claim
