@@ -130,22 +130,23 @@ def bake_cleanup(cloud=None):
         return baker.cleanup_abandoned(__opts__, __pillar__.get("ami") or {}, _cloud_or_none(cloud))
 
 
-def builder_bake(device, sls, pillar, build_id, timeout=1800):
+def builder_bake(device, sls, build_id, timeout=1800):
     """
     The chroot part of an orchestrated volume bake, run on its builder by the master: mount
-    the root filesystem of ``device``, apply ``sls`` (from the master's file server) with
-    ``pillar``, scrub, unmount. Returns the steps and the package manifest.
+    the root filesystem of ``device``, apply ``sls`` (from the master's file server) with this
+    minion's pillar (the flavour's, from the master's ami ext_pillar), scrub, unmount.
+    Returns the steps and the package manifest.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt builder-1 ami.builder_bake /dev/vdb '[postgres]' '{}' debian-postgres-20261121-1
+        salt builder-1 ami.builder_bake /dev/vdb '[postgres]' debian-postgres-20261121-1
     """
     from saltami import bake as baker
 
     with saltglue.salt_errors():
-        return baker.builder_bake(__opts__, device, sls, pillar, build_id, timeout)
+        return baker.builder_bake(__opts__, device, sls, dict(__pillar__), build_id, timeout)
 
 
 def scrub(root="/", trim=True, dry_run=False):

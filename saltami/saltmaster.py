@@ -84,11 +84,11 @@ class Master(SaltFiles):
         raise Timeout(f"timed out after {timeout}s waiting for the builder's minion {minion_id} to start "
                       "and answer (check the server's console output)")
 
-    def apply(self, minion_id, sls, pillar=None, test=False, timeout=1800):
-        """state.apply on a minion; returns {"changed": [...], "states": n}; any failed state
-        raises MinionFailed listing each failure with its comment."""
-        ret = self.call(minion_id, "state.apply", [",".join(sls)],
-                        {"pillar": pillar or {}, "test": test}, timeout=timeout)
+    def apply(self, minion_id, sls, test=False, timeout=1800):
+        """state.apply on a minion, with the minion's own pillar (no pillar argument: a job's
+        arguments are logged and published, see build_pillar.py); returns {"changed": [...],
+        "states": n}; any failed state raises MinionFailed listing each failure with its comment."""
+        ret = self.call(minion_id, "state.apply", [",".join(sls)], {"test": test}, timeout=timeout)
         return states_outcome(ret, f"state.apply {','.join(sls)} on {minion_id}", MinionFailed, test)
 
     # ------------------------------------------------------------------ events

@@ -119,8 +119,6 @@ def test_image_has_the_flavour_and_none_of_what_scrub_removes(built, module_clie
     assert audit.audit(str(path), build_secrets, workdir=tmp_path)["findings"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="provision passes the flavour's pillar inline to state.apply: the "
-                   "master logs it and publishes it on the event bus (salt/job/*/new)")
 def test_no_secret_in_logs_events_manifest_or_properties(built, build_secrets, salt_master, event_listener):
     events = event_listener.get_events([(salt_master.id, "*")], after_time=built["start"])
     assert len(events) > len(built["events"])  # every event of the bus, not only the build's own

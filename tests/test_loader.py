@@ -7,7 +7,7 @@ from conftest import REPO
 from saltami import saltext
 
 MODULES = {"modules": ["ami.py", "ami_nova.py", "ami_cinder.py", "ami_glance.py"], "states": ["ami.py"],
-           "runners": ["ami.py"]}
+           "runners": ["ami.py"], "pillar": ["ami.py"]}
 
 
 def test_entry_point_points_at_the_one_copy():

@@ -1,7 +1,10 @@
 """Apply the flavour's SLS to the builder (a failed state fails the build), then record the
-package manifest of what was built."""
+package manifest of what was built. The builder has the flavour's pillar from the master's
+ami ext_pillar (build_pillar.py)."""
 import hashlib
 import json
+
+from .. import build_pillar
 
 NAME = "provision"
 PACKAGES = {"pkg.list_pkgs": "dpkg/rpm"}
@@ -10,7 +13,8 @@ PACKAGES = {"pkg.list_pkgs": "dpkg/rpm"}
 def run(build, ctx):
     minion = build.data["builder"]["minion"]
     spec = ctx.spec
-    applied = ctx.master.apply(minion, spec["sls"], pillar=spec.get("pillar"), timeout=spec["timeouts"]["apply"])
+    build_pillar.ensure(build, ctx, minion)
+    applied = ctx.master.apply(minion, spec["sls"], timeout=spec["timeouts"]["apply"])
     packages = ctx.master.call(minion, "pkg.list_pkgs", timeout=300) or {}
     record_packages(build, packages)
     return {"states": applied["states"], "changed": len(applied["changed"]), "packages": len(packages)}

@@ -2,7 +2,7 @@
 fingerprint is already promoted. Check that the builder's flavor, networks, key pair and
 security groups exist; clean up the flavour's abandoned builds; take the flavour's claim,
 waiting for a build of it that is running (pipeline/claims.py)."""
-from .. import __version__, flavour, provenance
+from .. import __version__, build_pillar, flavour, provenance
 from ..cloud import glance, nova
 from . import claims, local_disk, outputs
 
@@ -42,6 +42,9 @@ def run(build, ctx):
     # what the builder boots with must exist before anything is made for it
     nova.check_boot(ctx.clients, spec["flavor"], spec.get("networks"), spec.get("key_name"),
                     spec.get("security_groups"))
+    if "boot" in build.data["plan"]:
+        # and the master can give the builder the flavour's pillar
+        build_pillar.prepare(build, ctx)
     build.data.update(base={key: base[key] for key in ("id", "name", "path") if base.get(key)},
                       parts=parts, fingerprint=fingerprint)
     cleaned = claims.reap(ctx.builds_dir, lambda _name: ctx, spec["name"], skip=build.id)

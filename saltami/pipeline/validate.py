@@ -1,5 +1,6 @@
 """Boot an instance of the candidate image and run the flavour's test on it: by default the
 minion answers and the flavour's SLS apply with no changes."""
+from .. import build_pillar
 from ..saltmaster import MinionFailed
 from . import minion_server
 
@@ -13,8 +14,8 @@ def run(build, ctx):
     try:
         report = {}
         if test.get("sls"):
-            applied = ctx.master.apply(minion, test["sls"], pillar=spec.get("pillar"), test=True,
-                                       timeout=spec["timeouts"]["validate"])
+            build_pillar.ensure(build, ctx, minion)
+            applied = ctx.master.apply(minion, test["sls"], test=True, timeout=spec["timeouts"]["validate"])
             if test.get("expect_no_changes", True) and applied["changed"]:
                 raise MinionFailed(f"the new image is not what its SLS describe: re-applying "
                                    f"{','.join(test['sls'])} would change {', '.join(applied['changed'])}")
