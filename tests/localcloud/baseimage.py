@@ -26,19 +26,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import json
 import os
-import re
-import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from saltami import chroot, disk
+# the vanilla image of the local provider is built the same way
+from saltami.vanilla import VanillaError as BuildError
+from saltami.vanilla import debian_mirror, in_chroot, locked, run
 
 SUITE = "bookworm"
 # e2fsprogs, util-linux and mount come with minbase today; they are listed so
@@ -60,26 +61,11 @@ SALT_VENV = "/opt/salt"
 # Linked into /usr/bin if the salt wheel installs them; salt-call must exist.
 SALT_LINKS = ("salt-call", "salt-minion", "salt-key")
 DEFAULT_HOME = "/var/lib/localcloud"
-FALLBACK_MIRROR = "http://deb.debian.org/debian"
 
 SCRIPT = Path(__file__).resolve()
 REQUIREMENTS = SCRIPT.with_name("salt-image-requirements.txt")
 HOST_TOOLS = ("debootstrap", "sfdisk", "losetup", "partx", "mkfs.ext4",
               "mount", "umount", "fstrim", "chroot")
-
-# Commands in the chroot get a clean environment: the host's PIP_* and
-# locale settings refer to paths and locales the image does not have.
-CHROOT_ENV = {
-    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME": "/root",
-    "LANG": "C.UTF-8",
-    "DEBIAN_FRONTEND": "noninteractive",
-}
-
-
-class BuildError(RuntimeError):
-    """The image could not be built; the message says why."""
-
 
 def ensure_base_image(home: str | os.PathLike | None = None, *,
                       force: bool = False) -> Path:
@@ -95,7 +81,7 @@ def ensure_base_image(home: str | os.PathLike | None = None, *,
     if image.exists() and not force:
         return image
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / "base.lock"):
+    with locked(cache / "base.lock"):
         # Another caller may have built it while we waited for the lock.
         if force or not image.exists():
             _build(image, cache, key)
@@ -115,24 +101,6 @@ def cache_key() -> str:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
-
-
-def debian_mirror(suite: str = SUITE) -> str:
-    """The Debian mirror this host's apt uses, known to be reachable."""
-    deb822 = Path("/etc/apt/sources.list.d/debian.sources")
-    if deb822.exists():
-        for stanza in deb822.read_text().split("\n\n"):
-            fields = dict(re.findall(r"^([\w-]+):[ \t]*(.*)$", stanza, re.M))
-            if ("deb" in fields.get("Types", "").split()
-                    and suite in fields.get("Suites", "").split()):
-                return fields["URIs"].split()[0]
-    sources_list = Path("/etc/apt/sources.list")
-    if sources_list.exists():
-        match = re.search(rf"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+{suite}\s",
-                          sources_list.read_text(), re.M)
-        if match:
-            return match.group(1)
-    return FALLBACK_MIRROR
 
 
 def requirement_lines() -> list[str]:
@@ -224,7 +192,7 @@ def _debootstrap(root: Path, cache: Path) -> None:
     debs = cache / f"debs-{SUITE}"
     debs.mkdir(exist_ok=True)
     run("debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-        f"--cache-dir={debs}", SUITE, root, debian_mirror())
+        f"--cache-dir={debs}", SUITE, root, debian_mirror(SUITE))
 
 
 def _configure(root: Path, key: str) -> None:
@@ -253,8 +221,8 @@ def _install_salt(root: Path, wheels: Path) -> None:
     pip = f"{SALT_VENV}/bin/pip"
     try:
         with _step("pip install in chroot"):
-            _in_chroot(root, "python3", "-m", "venv", SALT_VENV)
-            _in_chroot(root, pip, "install", "--no-index", "--no-cache-dir",
+            in_chroot(root, "python3", "-m", "venv", SALT_VENV)
+            in_chroot(root, pip, "install", "--no-index", "--no-cache-dir",
                        "--root-user-action=ignore",
                        "--find-links", "/tmp/salt-wheels",
                        "--requirement", "/tmp/salt-wheels/requirements.txt")
@@ -263,14 +231,14 @@ def _install_salt(root: Path, wheels: Path) -> None:
     with _step("check salt"):
         _check_frozen(root, pip)
         _link_salt_scripts(root)
-        reported = _in_chroot(root, "salt-call", "--version")
+        reported = in_chroot(root, "salt-call", "--version")
         if salt_version() not in reported:
             raise BuildError(f"salt-call --version in the image: {reported!r}")
 
 
 def _check_frozen(root: Path, pip: str) -> None:
     """Fail unless the venv holds exactly the pins: keeps the list complete."""
-    frozen = set(_in_chroot(root, pip, "freeze", "--all", "--exclude", "pip")
+    frozen = set(in_chroot(root, pip, "freeze", "--all", "--exclude", "pip")
                  .split())
     pinned = set(requirement_lines())
     if frozen != pinned:
@@ -300,18 +268,6 @@ def _clean(root: Path) -> None:
 
 
 # --- host resources ---------------------------------------------------------
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """Hold an exclusive flock on path; the kernel drops it if we die."""
-    with open(path, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for another build holding {path}")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
 
 @contextlib.contextmanager
 def _attached(image: Path):
@@ -347,72 +303,20 @@ def _mounted(device: str):
         try:
             yield root
         finally:
-            # Recursive: also catches mounts a killed debootstrap left behind.
-            _umount(root, "--recursive")
+            # also the mounts a killed debootstrap left behind
+            disk.unmount_below(root)
     finally:
         root.rmdir()
 
 
 @contextlib.contextmanager
 def _chroot_session(root: Path):
-    """Mount the API filesystems into root and keep daemons from starting."""
-    mounts = (
-        ("proc", ("-t", "proc", "proc")),
-        ("sys", ("-t", "sysfs", "sysfs")),
-        ("dev", ("--bind", "/dev")),
-        ("dev/pts", ("-t", "devpts", "-o", "gid=5,mode=620,ptmxmode=666",
-                     "devpts")),
-        ("run", ("-t", "tmpfs", "-o", "mode=755", "tmpfs")),
-    )
-    with contextlib.ExitStack() as stack:
-        for target, args in mounts:
-            run("mount", *args, root / target)
-            stack.callback(_umount, root / target)
-        policy = root / "usr/sbin/policy-rc.d"
-        policy.write_text("#!/bin/sh\n# image build: no services\nexit 101\n")
-        policy.chmod(0o755)
-        stack.callback(policy.unlink)
-        yield
-
-
-def _umount(path: Path, *options: str, timeout: float = 10.0) -> None:
-    # Processes killed by an aborted build may take a moment to let go.
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            run("umount", *options, path)
-            return
-        except BuildError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _in_chroot(root: Path, *cmd: str) -> str:
-    return run("chroot", root, *cmd, env=CHROOT_ENV)
-
-
-def run(*cmd: str | os.PathLike, input: str | None = None,
-        env: dict[str, str] | None = None) -> str:
-    """Run cmd quietly, return its stdout; on failure raise with its output."""
-    argv = [os.fspath(arg) for arg in cmd]
-    stdin = subprocess.PIPE if input else subprocess.DEVNULL
-    proc = subprocess.Popen(argv, env=env, text=True, start_new_session=True,
-                            stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    """The API filesystems mounted into root, and no daemons started."""
+    chroot.prepare(root)
     try:
-        stdout, stderr = proc.communicate(input)
-    except BaseException:
-        # Kill the whole process group: a surviving grandchild (dpkg under
-        # debootstrap) would keep the image mounted and the loop device busy.
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
-    if proc.returncode:
-        tail = (stdout + stderr).strip().splitlines()[-40:]
-        raise BuildError(f"{shlex.join(argv)} exited {proc.returncode}:\n"
-                         + "\n".join(tail))
-    return stdout
+        yield
+    finally:
+        chroot.teardown(root)
 
 
 # --- progress ---------------------------------------------------------------
