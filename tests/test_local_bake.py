@@ -19,6 +19,7 @@ import pytest
 from helpers import RUN, local_minion, mounted_image, salt_call_local
 from saltami import audit, disk, vanilla
 from saltami.cloud import glance
+from saltami.pipeline import local_disk
 
 REPO = Path(__file__).resolve().parent.parent
 MARK = f"local-baked-{RUN}"
@@ -236,3 +237,25 @@ def test_with_a_cloud_the_outputs_go_to_glance(tmp_path, cloud_profile, module_c
     finally:
         for image_id in ids:
             glance.delete(module_clients, image_id, force=True)
+
+
+@pytest.mark.parametrize("partitioned", [True, False])
+def test_volume_size_grows_the_disk_and_its_root_filesystem(tmp_path, partitioned):
+    image = tmp_path / "small.raw"
+    image.write_bytes(b"")
+    os.truncate(image, 64 << 20)
+    if partitioned:
+        disk.run("sfdisk", "--quiet", image, input="label: dos\nstart=2048, type=83\n")
+        device = disk.attach_loop(image)
+        try:
+            disk.run("mkfs.ext4", "-q", "-L", "rootfs", disk.root_filesystem(device)[0])
+        finally:
+            disk.detach_loops_of(image)
+    else:
+        disk.run("mkfs.ext4", "-q", "-L", "rootfs", image)
+    local_disk.grow(str(image), 160 << 20)
+    assert os.path.getsize(image) == 160 << 20
+    with mounted_image(image, tmp_path) as root:
+        _, total = disk.filesystem_usage(root)
+    assert total > 140 << 20
+    assert not disk.loops_of(image)

@@ -63,7 +63,7 @@ def grow(path, size):
         node, part = disk.root_filesystem(device)
         if node is None:
             node = disk.attach_loop(device, offset=part["start"], size=part["size"])
-        disk.run("e2fsck", "-f", "-y", "-p", node, check=False)
+        disk.run("e2fsck", "-f", "-p", node)
         disk.run("resize2fs", node)
     finally:
         disk.detach_loops_of(device)
