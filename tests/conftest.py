@@ -123,7 +123,9 @@ def pytest_sessionstart(session):
 def event_listener():
     from saltfactories.plugins.event_listener import EventListener
 
-    listener = EventListener()
+    # it forgets events older than its timeout: a loaded machine's build takes longer than
+    # the default 120 s, and tests read its events once it ends
+    listener = EventListener(timeout=1800)
     listener.host = "127.0.0.1"
     listener.address = f"tcp://127.0.0.1:{listener.port}"
     with listener:
