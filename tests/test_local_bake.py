@@ -64,8 +64,9 @@ def baked(minion):
     t0 = time.monotonic()
     result = salt_call(minion, "ami.bake", f"flavour={FLAVOUR}")
     assert result["status"] == "done", result
-    directory = Path(result["image"]["directory"] if result.get("image") else
-                     json.loads(Path(result["manifest"]).read_text())["outputs"]["directory"])
+    # salt-call says where the outputs are
+    directory = Path(result["image"]["directory"])
+    assert sorted(result["image"]["files"]) == sorted(OUTPUTS)
     manifest = json.loads((directory / "manifest.json").read_text())
     print(f"local bake: {time.monotonic() - t0:.0f}s", {s["name"]: s.get("seconds") for s in result["steps"]})
     return {"result": result, "directory": directory, "manifest": manifest}
@@ -179,6 +180,12 @@ def _running_step(builds, flavour_name):
         if running:
             return data, running[0]
     return None, None
+
+
+def test_a_second_bake_of_the_same_inputs_finds_the_first(minion, baked):
+    again = salt_call(minion, "ami.bake", f"flavour={FLAVOUR}")
+    assert again["nothing_to_do"] and again["image"] == {"directory": str(baked["directory"])}
+    assert [s["name"] for s in again["steps"]] == ["resolve"]
 
 
 def test_killed_bake_leaves_nothing_after_the_next_cleanup(minion, vanilla_image):

@@ -23,6 +23,8 @@ def run(build, ctx):
         # from here on the directory is the build's product, not something to clean up
         for directory in build.made("output"):
             build.forget("output", directory)
+        build.data["outputs"]["image"] = {key: build.data["outputs"][key] for key in ("directory", "files")}
+        build.save()
         return {"directory": build.data["outputs"]["directory"]}
     candidate = provenance.candidate_name(build)
     props = provenance.properties(build, spec)

@@ -65,7 +65,7 @@ def _already_built(build, ctx, fingerprint):
         found = outputs.find_built(ctx.spec, ctx.cachedir, fingerprint)
         if found:
             build.data["nothing_to_do"] = f"{found} already holds the outputs of fingerprint {fingerprint}"
-            build.data["outputs"]["directory"] = str(found)
+            build.data["outputs"]["image"] = {"directory": str(found)}
         return bool(found)
     existing = provenance.find_promoted(ctx.clients, ctx.spec["name"], fingerprint=fingerprint)
     if existing:
