@@ -219,7 +219,7 @@ def flavours(flavours):
     rounds touches no one else's images."""
     extra = {FLAVOUR: {"extends": "amitest"}}
     if volume_strategy() is None:
-        extra[VOLUME_FLAVOUR] = {"extends": "amitest", "strategy": "volume", "volume_size": 1}
+        extra[VOLUME_FLAVOUR] = {"extends": "amitest-volume"}
     return {**flavours, **extra}
 
 
@@ -290,6 +290,16 @@ def wait_console(instance_name, clouds_yaml):
         return 1
     finally:
         print(f"bench-wait-requests={len(requests)}")
+
+
+def failed_step(builds, flavour):
+    """Which step of the flavour's newest build failed, and why (from its manifest)."""
+    manifests = sorted((m for m in builds.glob(f"{flavour}-*.json")
+                        if re.fullmatch(rf"{re.escape(flavour)}-\d{{8}}-\d{{6}}-[0-9a-f]+\.json", m.name)),
+                       key=lambda m: m.stat().st_mtime)
+    steps = json.loads(manifests[-1].read_text())["steps"] if manifests else []
+    failed = [s for s in steps if s.get("status") == "failed"]
+    return f"step {failed[0]['name']}: {failed[0].get('error')}" if failed else "the orchestration failed"
 
 
 def wait_requests(output):
@@ -393,7 +403,7 @@ def fmt_requests(counts):
     return f"{sum(per.values())} (" + ", ".join(f"{s} {n}" for s, n in per.most_common()) + ")"
 
 
-def test_packer_figures(salt_master, salt_run, api_proxy, cloud_entry, flavours, base_image,
+def test_packer_figures(request, salt_master, salt_run, api_proxy, cloud_entry, flavours, base_image,
                         localcloud, tmp_path):
     if not shutil.which("packer"):
         pytest.fail("packer is not installed: apt-get install -y --no-install-recommends packer")
@@ -409,6 +419,8 @@ def test_packer_figures(salt_master, salt_run, api_proxy, cloud_entry, flavours,
     results = collections.defaultdict(list)   # what -> [(seconds, counts, extra)]
     sizes = {}
     volume_missing = volume_strategy()
+    if volume_missing is None:
+        request.getfixturevalue("builder_image")  # what the tests' volume flavour builds with
 
     def packer(builder, name, instance):
         variables = {"source_image": base_image["id"], "flavor": flavours["amitest"]["flavor"],
@@ -423,12 +435,14 @@ def test_packer_figures(salt_master, salt_run, api_proxy, cloud_entry, flavours,
         return seconds, counts, {"status": status, "error": packer_error(output, api_proxy) if status else None,
                                  "wait": wait_requests(output), "phase": phase}
 
+    builds = Path(salt_master.config["cachedir"]) / "ami" / "builds"
+
     def ours(flavour):
         def build():
             try:
                 orchestrate(salt_run, flavour)
-            except AssertionError as e:  # the orchestration failed: a figure, not the bench's end
-                return str(e)[-1500:] or "the orchestration failed"
+            except AssertionError:  # the orchestration failed: a figure, not the bench's end
+                return failed_step(builds, flavour)
         seconds, counts, error, phase = measured(api_proxy, build)
         print(f"ours {flavour}: {seconds:.1f} s, {fmt_requests(counts)}" + (f", FAILED: {error}" if error else ""))
         return seconds, counts, {"phase": phase, "status": 1 if error else 0, "error": error}
@@ -440,7 +454,6 @@ def test_packer_figures(salt_master, salt_run, api_proxy, cloud_entry, flavours,
             promoted = provenance.find_promoted(clients, FLAVOUR)
             built = promoted[0]["id"] if promoted else None
             if built:
-                builds = Path(salt_master.config["cachedir"]) / "ami" / "builds"
                 manifest = builds / f"{promoted[0]['ami_build']}.json"
                 results["ours full"][-1][2]["steps"] = {s["name"]: s["seconds"]
                                                         for s in json.loads(manifest.read_text())["steps"]}
@@ -486,6 +499,12 @@ def test_packer_figures(salt_master, salt_run, api_proxy, cloud_entry, flavours,
     report(results, sizes, rounds, version, volume_missing, internal)
 
 
+def revision():
+    """The commit this project's side ran from, and whether the tree had changes on top."""
+    return subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
+                          text=True).stdout.strip() or "unknown"
+
+
 def report(results, sizes, rounds, version, volume_missing, internal):
     def ok(what):
         return [x for x in results[what] if not x[2].get("status")]
@@ -504,8 +523,8 @@ def report(results, sizes, rounds, version, volume_missing, internal):
     body = (f"Packer {version} (Debian's package, OpenStack builder built in) and this project build the "
             f"flavour `amitest` (ours as `{FLAVOUR}`, which extends it) from the same base image (the local "
             f"cloud's 1 GiB raw Debian 12 with salt) on flavor localcloud.small, alternately, {rounds} rounds; "
-            "medians. Requests are the tool's own API requests, counted by a proxy in front of every API "
-            "(service-to-service requests are not counted).\n\n"
+            f"medians; this project at `{revision()}`. Requests are the tool's own API requests, counted by a "
+            "proxy in front of every API (requests between services are counted apart, below).\n\n"
             "| what | this project | Packer | time, ours / Packer | requests, ours | requests, Packer "
             "| requests, ours / Packer | runs that succeeded (ours, Packer) |\n"
             "|---|---:|---:|---:|---:|---:|---:|---|\n"
@@ -555,12 +574,17 @@ def report(results, sizes, rounds, version, volume_missing, internal):
                  f"and {median([sum(x[1].values()) for x in failed]):.0f} requests, with: `{failed[-1][2]['error']}`. "
                  "Packer 1.6.6 detaches the volume through cinder itself (`os-detach`), which a current cinder "
                  "refuses for a volume nova attached (OSSA-2023-003); its later plugin deletes the server "
-                 "instead. Packer removed its server, volume and key pair after the failure. ")
+                 "instead. Packer's own cleanup then deleted its server, volume and key pair. ")
+    ours_vol = results["ours volume"]
     if volume_missing:
         body += f"This project's `volume` strategy does not exist yet (`{volume_missing}`), so there is no ratio."
-    elif results["ours volume"]:
+    elif ok("ours volume"):
         s, req, runs = med("ours volume")
-        body += f"This project's `volume` strategy: {s:.1f} s, {req:.0f} requests ({len(runs)} runs)."
+        body += (f"This project's `volume` strategy (flavour `{VOLUME_FLAVOUR}`, extending the tests' "
+                 f"`amitest-volume`): {s:.1f} s, {req:.0f} requests ({len(runs)}/{len(ours_vol)} runs succeeded).")
+    if [x for x in ours_vol if x[2].get("status")]:
+        body += (f" This project's `volume` strategy failed in {len(ours_vol) - len(ok('ours volume'))} of "
+                 f"{len(ours_vol)} runs, with: `{[x for x in ours_vol if x[2].get('status')][-1][2]['error']}`.")
     body += "\n\n" + WHAT_EACH_DOES
     write_section("packer", "Against Packer", body, command="pytest bench/packer.py")
 
