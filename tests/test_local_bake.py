@@ -76,6 +76,15 @@ def output_file(baked, kind, part="image"):
     return baked["directory"] / baked["manifest"]["outputs"][kind]["files"][part]["file"]
 
 
+def loops_below(directory):
+    """Loop devices over files below ``directory``, also those whose file was deleted (which
+    losetup shows as "PATH (deleted)")."""
+    out = subprocess.run(["losetup", "--json", "--list", "--output", "NAME,BACK-FILE"],
+                         capture_output=True, text=True, check=True).stdout
+    return [d["name"] for d in json.loads(out or '{"loopdevices": []}')["loopdevices"]
+            if (d.get("back-file") or "").startswith(f"{directory}/")]
+
+
 def as_raw(path, tmp_path):
     if path.suffix != ".qcow2":
         return path
@@ -103,7 +112,7 @@ def test_manifest_lists_every_output_with_its_hash(baked):
     # nothing of the bake stays on the machine but its outputs
     builds = baked["result"]["manifest"].rsplit("/", 1)[0]
     assert not [p for p in os.listdir(builds) if p.endswith((".disk", ".root"))]
-    assert not disk.mounts_below(builds)
+    assert not disk.mounts_below(builds) and not loops_below(builds)
 
 
 @pytest.mark.parametrize("kind", OUTPUTS)
@@ -205,12 +214,12 @@ def test_killed_bake_leaves_nothing_after_the_next_cleanup(minion, vanilla_image
         proc.wait()
     work = builds / f"{data['id']}.disk"
     # what the killed bake left
-    assert disk.mounts_below(builds) and disk.loops_of(work) and work.exists()
+    assert disk.mounts_below(builds) and loops_below(builds) and work.exists()
 
     cleaned = salt_call(minion, "ami.bake_cleanup")
     assert [c["build"] for c in cleaned] == [data["id"]], cleaned
     assert not disk.mounts_below(builds)
-    assert not disk.loops_of(work) and not work.exists()
+    assert not loops_below(builds) and not work.exists()
     assert not Path(f"{builds / data['id']}.root").exists()
     assert not list(minion["out"].glob(f"{data['id']}*"))
 
