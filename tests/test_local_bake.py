@@ -107,8 +107,11 @@ def test_manifest_lists_every_output_with_its_hash(baked):
             # the raw disk's 2 GiB take long to hash on these machines; its size is checked
             assert kind == "raw" or subprocess.run(["sha256sum", str(path)], capture_output=True, text=True,
                                   check=True).stdout.split()[0] == info["sha256"]
-    assert "qcow2" in subprocess.run(["qemu-img", "info", str(output_file(baked, "qcow2-zstd"))],
-                                     capture_output=True, text=True, check=True).stdout
+    for kind, compression in (("qcow2", "zlib"), ("qcow2-zstd", "zstd")):
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(output_file(baked, kind))],
+                                         capture_output=True, text=True, check=True).stdout)
+        assert info["format"] == "qcow2" and info["format-specific"]["data"]["compression-type"] == compression
+        assert info["virtual-size"] == manifest["disk"]["size"]
     # nothing of the bake stays on the machine but its outputs
     builds = baked["result"]["manifest"].rsplit("/", 1)[0]
     assert not [p for p in os.listdir(builds) if p.endswith((".disk", ".root"))]
