@@ -39,10 +39,10 @@ def current(ctx):
 def run(build, ctx):
     spec = ctx.spec
     base, parts, fingerprint = current(ctx)
-    # what the builder boots with must exist before anything is made for it
-    nova.check_boot(ctx.clients, spec["flavor"], spec.get("networks"), spec.get("key_name"),
-                    spec.get("security_groups"))
     if "boot" in build.data["plan"]:
+        # what the builder boots with must exist before anything is made for it
+        nova.check_boot(ctx.clients, spec["flavor"], spec.get("networks"), spec.get("key_name"),
+                        spec.get("security_groups"))
         # and the master can give the builder the flavour's pillar
         build_pillar.prepare(build, ctx)
     build.data.update(base={key: base[key] for key in ("id", "name", "path") if base.get(key)},
