@@ -45,6 +45,9 @@ def run(build, ctx):
                         spec.get("security_groups"))
         # and the master can give the builder the flavour's pillar
         build_pillar.prepare(build, ctx)
+        # the volume strategy's builder needs salt-ami: it may be another image than the base
+        builder = glance.find_image(ctx.clients, spec["builder"]) if spec.get("builder") else base
+        build.data["builder_image"] = builder["id"]
     build.data.update(base={key: base[key] for key in ("id", "name", "path") if base.get(key)},
                       parts=parts, fingerprint=fingerprint)
     cleaned = claims.reap(ctx.builds_dir, lambda _name: ctx, spec["name"], skip=build.id)
