@@ -120,7 +120,13 @@ def booted(clients, image_id, name):
 
 @contextlib.contextmanager
 def mounted_image(path, workdir):
-    """The root filesystem of a raw disk image (partitioned or not), mounted read-only."""
+    """The root filesystem of a raw or qcow2 disk image (partitioned or not), mounted
+    read-only."""
+    with open(path, "rb") as f:
+        if f.read(4) == b"QFI\xfb":
+            raw = workdir / f"{os.path.basename(path)}.raw"
+            subprocess.run(["qemu-img", "convert", "-O", "raw", str(path), str(raw)], check=True)
+            path = raw
     loop = subprocess.run(["losetup", "--find", "--show", "--read-only", str(path)], check=True,
                           capture_output=True, text=True).stdout.strip()
     mnt = workdir / "mnt"

@@ -45,7 +45,20 @@ def flavours(out):
                   "output_dir": str(out), "timeouts": {"apply": 600}},
         # sleeps in the chroot: the bake is killed there
         SLOW: {"extends": FLAVOUR, "sls": ["amitestslow"]},
+        # faults (test_local_fault_fails_the_step_and_leaves_nothing)
+        **{f"{FLAVOUR}-{fault}": {"extends": FLAVOUR, **keys(out)} for fault, (_step, keys) in LOCAL_FAULTS.items()},
     }
+
+
+# fault: (the step that fails, the flavour's keys that make it fail, given the output root)
+LOCAL_FAULTS = {
+    "sls-fails": ("provision", lambda out: {"sls": ["amitestbroken"]}),
+    "scrub-fails": ("scrub", lambda out: {"sls": ["amitestnoscrub"]}),
+    # random bytes: neither a partition table nor a filesystem
+    "base-holds-no-filesystem": ("mount", lambda out: {"base": {"file": str(out.parent / "garbage.raw")}}),
+    # a file where the output directory should be
+    "output-dir-unwritable": ("outputs", lambda out: {"output_dir": str(out.parent / "not-a-directory")}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +98,6 @@ def loops_below(directory):
             if (d.get("back-file") or "").startswith(f"{directory}/")]
 
 
-def as_raw(path, tmp_path):
-    if path.suffix != ".qcow2":
-        return path
-    raw = tmp_path / (path.stem + ".raw")
-    subprocess.run(["qemu-img", "convert", "-O", "raw", str(path), str(raw)], check=True)
-    return raw
-
-
 def test_manifest_lists_every_output_with_its_hash(baked):
     manifest = baked["manifest"]
     assert sorted(manifest["outputs"]) == sorted(OUTPUTS)
@@ -120,7 +125,7 @@ def test_manifest_lists_every_output_with_its_hash(baked):
 
 @pytest.mark.parametrize("kind", OUTPUTS)
 def test_output_holds_the_sls_and_nothing_scrubbed(baked, kind, tmp_path):
-    image = as_raw(output_file(baked, kind, "root" if kind == "ami" else "image"), tmp_path)
+    image = output_file(baked, kind, "root" if kind == "ami" else "image")
     with mounted_image(image, tmp_path) as root:
         assert (root / "etc/ami-test/flavour").read_text().strip() == MARK
         assert "\namitest:" in "\n" + (root / "etc/passwd").read_text()
@@ -278,3 +283,22 @@ def test_volume_size_grows_the_disk_and_its_root_filesystem(tmp_path, partitione
         _, total = disk.filesystem_usage(root)
     assert total > 140 << 20
     assert not disk.loops_of(image)
+
+
+@pytest.mark.parametrize("fault", list(LOCAL_FAULTS))
+def test_local_fault_fails_the_step_and_leaves_nothing(minion, fault):
+    step = LOCAL_FAULTS[fault][0]
+    root = Path(minion["config_dir"])
+    with open(root / "garbage.raw", "wb") as f:
+        f.write(os.urandom(1 << 20) * 64)
+    (root / "not-a-directory").write_text("in the way\n")
+    builds = Path(minion["cachedir"]) / "ami" / "builds"
+    before = sorted(os.listdir(minion["out"])) if minion["out"].exists() else []
+    proc = salt_call(minion, "ami.bake", f"flavour={FLAVOUR}-{fault}", popen=True)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode != 0, out
+    assert f"step {step} failed" in err.decode(), err.decode()[-2000:]
+    # nothing of the bake is left: no mount, loop device, work file or output
+    assert not disk.mounts_below(builds) and not loops_below(builds)
+    assert not [p for p in os.listdir(builds) if p.endswith((".disk", ".root"))]
+    assert (sorted(os.listdir(minion["out"])) if minion["out"].exists() else []) == before

@@ -254,6 +254,7 @@ def upload_to_image(clients, volume_id, image_name, disk_format="raw", container
     except (ResourceFailed, Timeout) as e:
         glance.discard(clients, image_id)
         messages = _user_messages(clients, volume_id)
-        raise type(e)(f"{e}" + (f" (cinder says: {'; '.join(messages)})" if messages else "")) from None
+        raise type(e)(f"uploading {_label(volume)} to image {image_name!r}: {e}"
+                      + (f" (cinder says: {'; '.join(messages)})" if messages else "")) from None
     log.info("image %s (%s) made from %s", image_id, image_name, _label(volume))
     return image

@@ -220,6 +220,9 @@ def stop(clients, server_id, wait=True, timeout=300):
     return wait_status(clients, server.id, "SHUTOFF", timeout) if wait else server_dict(server)
 
 
+DELETE_RETRIES = 3
+
+
 def delete(clients, server_id, wait=True, timeout=300):
     """Delete a server and wait until it is gone; False when there was none."""
     server = _get_server(clients, server_id)
@@ -228,9 +231,21 @@ def delete(clients, server_id, wait=True, timeout=300):
     with service_errors(f"nova: delete {server_id}"):
         server.delete()
     if wait:
-        wait_for(lambda: _get_server(clients, server_id), done=lambda s: s is GONE,
-                 failed=lambda s: f"delete failed: {_fault(s)}" if s.status == "ERROR" and
-                 not getattr(s, "OS-EXT-STS:task_state", None) else None,
+        retries = [DELETE_RETRIES]
+
+        def failed(s):
+            if s.status != "ERROR" or getattr(s, "OS-EXT-STS:task_state", None):
+                return None
+            # a server deleted while it was building can land in ERROR ("build aborted")
+            # before its delete goes through: deleting it again is what nova expects
+            if retries[0]:
+                retries[0] -= 1
+                with service_errors(f"nova: delete {server_id} again"):
+                    s.delete()
+                return None
+            return f"delete failed: {_fault(s)}"
+
+        wait_for(lambda: _get_server(clients, server_id), done=lambda s: s is GONE, failed=failed,
                  describe=lambda s: f"status {s.status}", what=f"server {server_id} to be deleted",
                  timeout=timeout)
     log.info("deleted server %s", server_id)

@@ -3,7 +3,7 @@ fingerprint is already promoted. Check that the builder's flavor, networks, key 
 security groups exist; clean up the flavour's abandoned builds; take the flavour's claim,
 waiting for a build of it that is running (pipeline/claims.py)."""
 from .. import __version__, build_pillar, flavour, provenance
-from ..cloud import glance, nova
+from ..cloud import auth, glance, nova
 from . import claims, local_disk, outputs
 
 NAME = "resolve"
@@ -38,6 +38,9 @@ def current(ctx):
 
 def run(build, ctx):
     spec = ctx.spec
+    if ctx.clients is not None:
+        # bad credentials or a cloud that does not answer: said as such, before anything else
+        auth.check_auth(ctx.clients)
     base, parts, fingerprint = current(ctx)
     if "boot" in build.data["plan"]:
         # what the builder boots with must exist before anything is made for it
