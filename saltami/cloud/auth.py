@@ -144,6 +144,7 @@ def check_auth(clients):
     except ks_exc.ConnectionError as e:  # refused, timed out (api_timeout), TLS
         raise CloudError(f"identity service {auth.get('auth_url')} unreachable or not answering: {e}") from None
     except ks_exc.HttpError as e:  # the identity service is there but failing (5xx)
-        raise CloudError(f"identity service {auth.get('auth_url')} failed to authenticate: {e.message} "
-                         f"(HTTP {e.http_status})", e.http_status) from None
+        # keystoneauth's message ends with the HTTP status already
+        raise CloudError(f"identity service {auth.get('auth_url')} failed to authenticate: {e}",
+                         e.http_status) from None
     return clients
