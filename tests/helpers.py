@@ -1,6 +1,5 @@
 """Helpers the cloud tests share: test files, and context managers that clean up."""
 import contextlib
-import glob
 import hashlib
 import json
 import os
@@ -120,29 +119,17 @@ def booted(clients, image_id, name):
 
 @contextlib.contextmanager
 def mounted_image(path, workdir):
-    """The root filesystem of a raw or qcow2 disk image (partitioned or not), mounted
-    read-only."""
-    with open(path, "rb") as f:
-        if f.read(4) == b"QFI\xfb":
-            raw = workdir / f"{os.path.basename(path)}.raw"
-            subprocess.run(["qemu-img", "convert", "-O", "raw", str(path), str(raw)], check=True)
-            path = raw
-    loop = subprocess.run(["losetup", "--find", "--show", "--read-only", str(path)], check=True,
-                          capture_output=True, text=True).stdout.strip()
-    mnt = workdir / "mnt"
-    mnt.mkdir(exist_ok=True)
-    partitioned = subprocess.run(["partx", "-a", loop], capture_output=True).returncode == 0
-    try:
-        parts = sorted(glob.glob(f"{loop}p*")) if partitioned else []
-        subprocess.run(["mount", "-o", "ro,noload", (parts or [loop])[-1], str(mnt)], check=True)
-        try:
-            yield mnt
-        finally:
-            subprocess.run(["umount", str(mnt)], check=True)
-    finally:
-        if partitioned:
-            subprocess.run(["partx", "-d", loop], capture_output=True)
-        subprocess.run(["losetup", "-d", loop], check=True)
+    """The root filesystem (the one with an /etc, else the only one) of a raw or qcow2 disk
+    image, partitioned or not, mounted read-only, as the secrets audit opens images."""
+    from pathlib import Path
+
+    from saltami import audit
+
+    with audit.opened(str(path), workdir=str(workdir)) as image:
+        mounted = [Path(mnt) for _name, _device, _fstype, mnt in image.filesystems]
+        roots = [m for m in mounted if (m / "etc").is_dir()] or mounted
+        assert len(roots) == 1, f"which is the root filesystem of {path}? {image.filesystems}"
+        yield roots[0]
 
 
 def salt_call_inside(root, *args, timeout=120):
