@@ -5,13 +5,15 @@ import json
 import os
 import subprocess
 import uuid
+from pathlib import Path
 
 from saltami.cloud import glance
 from saltami.cloud.wait import wait_for
 
+REPO = Path(__file__).resolve().parent.parent
 RUN = f"saltami-test-{uuid.uuid4().hex[:8]}"
 MiB = 1 << 20
-# a flavour (tests/conftest.py) only this run builds: other sessions build on the same cloud
+# a flavour (tests/integration/conftest.py) only this run builds: other sessions build on the same cloud
 RUN_FLAVOUR = f"amitest-{RUN[-8:]}"
 
 

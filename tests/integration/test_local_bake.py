@@ -21,7 +21,7 @@ from saltami import audit, disk, vanilla
 from saltami.cloud import glance
 from saltami.pipeline import local_disk
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MARK = f"local-baked-{RUN}"
 SECRET = f"local-secret-{RUN}"
 FLAVOUR = f"local-{RUN[-8:]}"

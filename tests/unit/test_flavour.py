@@ -11,7 +11,7 @@ import yaml
 from saltami import flavour
 from saltami.errors import InvalidArgument, NotFound
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 UUID = "6f1c0a8e-4b7d-4c1e-9a51-0d2f3c4b5a69"
 MINIMAL = {"base": "debian-12", "sls": ["postgres"], "flavor": "m1.small"}
 

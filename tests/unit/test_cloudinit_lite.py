@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "localcloud" / "drivers"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "localcloud" / "drivers"))
 import cloudinit_lite as ci  # noqa: E402
 
 

@@ -3,7 +3,7 @@ installed package, and saltutil.sync_* from file_roots (salt/formulas/_modules).
 import os
 from importlib.metadata import entry_points
 
-from conftest import REPO
+from helpers import REPO
 from saltami import saltext
 
 MODULES = {"modules": ["ami.py", "ami_nova.py", "ami_cinder.py", "ami_glance.py"], "states": ["ami.py"],
