@@ -15,6 +15,8 @@ setup(
         "python-cinderclient",
         "keystoneauth1",
         "openstacksdk",
+        # the format inspector nova and Glance check images with (saltami/imageformat.py)
+        "oslo.utils",
         "pyyaml",
     ],
     entry_points={"salt.loader": ["salt-ami = saltami.saltext:loader_dirs"]},

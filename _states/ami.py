@@ -26,10 +26,16 @@ def _runner(fun, **kwargs):
 
 
 def _failed(ret, out):
-    """saltutil.runner hands back a runner's exception as a string or an error dict."""
-    if isinstance(out, dict) and "Error" not in out and "error" not in out:
-        return False
-    ret.update(result=False, comment=str(out.get("Error") or out.get("error") if isinstance(out, dict) else out))
+    """saltutil.runner hands back a runner's failure as a string or as a dict with a
+    non-empty ``Error`` (the ami runner's, see _runners/ami.py) or ``error``; a build's
+    summary carries ``error: None`` when it succeeded."""
+    if isinstance(out, dict):
+        error = out.get("Error") or out.get("error")
+        if not error:
+            return False
+    else:
+        error = out
+    ret.update(result=False, comment=str(error))
     return True
 
 
@@ -62,9 +68,17 @@ def present(name, **definition):
     built = _runner("build", flavour=name, definition=definition)
     if _failed(ret, built):
         return ret
-    ret.update(comment=f"built image {built['image']['name']} because {why}",
+    if built.get("nothing_to_do"):
+        # another build of the flavour made it meanwhile
+        ret["comment"] = built["nothing_to_do"]
+        return ret
+    pruned = built.get("pruned") or {}
+    in_use = pruned.get("kept_in_use") or {}
+    ret.update(comment=f"built image {built['image']['name']} because {why}"
+                       + (f"; kept {len(in_use)} older image(s) in use by servers: {in_use}" if in_use else ""),
                changes={"image": {"old": status["newest"], "new": built["image"]},
-                        "build": {"id": built["build"], "manifest": built["manifest"]}})
+                        "build": {"id": built["build"], "manifest": built["manifest"]},
+                        **({"pruned": pruned} if pruned.get("deleted") or in_use else {})})
     return ret
 
 

@@ -16,7 +16,14 @@ def builds_dir(opts):
 
 
 def master_pillar(opts, saltenv="base"):
+    """The master's own pillar. The opts may be those of another minion's pillar compile (the
+    ami ext_pillar's), whose pillarenv, a build minion's, has no top file: not the master's."""
     import salt.pillar
+
+    from .saltmaster import NO_PILLARENV
+
+    if opts.get("pillarenv") == NO_PILLARENV:
+        opts = {**opts, "pillarenv": None}
     return salt.pillar.Pillar(opts, {}, opts["id"], saltenv).compile_pillar()
 
 
@@ -35,8 +42,11 @@ def summary(build):
     return {"build": d["id"], "flavour": d["flavour"], "status": d["status"],
             "fingerprint": d.get("fingerprint"), "nothing_to_do": d.get("nothing_to_do"),
             "image": d["outputs"].get("image"), "error": d.get("error"), "manifest": str(build.path),
-            "steps": [{k: s.get(k) for k in ("name", "status", "seconds", "error") if s.get(k) is not None}
-                      for s in d["steps"]]}
+            "pruned": d.get("pruned"),
+            # a chroot bake's provision says which services it enabled at boot instead of
+            # starting them, and which processes it stopped (pipeline/chroot_provision.py)
+            "steps": [{k: s.get(k) for k in ("name", "status", "seconds", "error", "services", "stopped")
+                       if s.get(k) is not None} for s in d["steps"]]}
 
 
 def build(opts, pillar_ami, flavour_name, clients, build_id=None):
@@ -85,12 +95,13 @@ def cleanup(opts, pillar_ami, build_id, clients):
 
 def status(opts, pillar_ami, flavour_name, clients):
     """Whether the flavour's image is up to date, and if not why: the fingerprint it would
-    have now against the newest promoted image's provenance."""
-    from . import provenance
+    have now against the newest promoted image's provenance, and for the SLS the files its
+    build recorded they used (saltfiles.py), each named when it changed."""
+    from . import provenance, saltfiles
     from .pipeline import resolve
 
     ctx = context(opts, pillar_ami, flavour_name, clients)
-    _base, parts, fingerprint = resolve.current(ctx)
+    _base, parts, fingerprint, render = resolve.current(ctx)
     promoted = provenance.find_promoted(clients, flavour_name)
     current = next((i for i in promoted if i.get("ami_fingerprint") == fingerprint), None)
     newest = promoted[0] if promoted else None
@@ -99,9 +110,15 @@ def status(opts, pillar_ami, flavour_name, clients):
     elif newest is None:
         why = [f"no image of flavour {flavour_name} exists"]
     else:
-        why = [f"{part} changed" for part in sorted(parts)
-               if str(parts[part]) != str(newest.get(f"ami_{part}", parts[part]))] or \
-              ["the flavour's settings changed"]
+        changed = [part for part in sorted(parts)
+                   if str(parts[part]) != str(newest.get(f"ami_{part}", parts[part]))]
+        why = [f"{part} changed" for part in changed if part != "sls_hash"]
+        if "sls_hash" in changed:
+            before = render["before"]
+            why += (saltfiles.changed_files(before["files"], render["files"]) if before else []) or [
+                "sls_hash changed (no record of the files its build used: "
+                f"{newest.get('ami_build')} has no manifest here)"]
+        why = why or ["the flavour's settings changed"]
     return {"flavour": flavour_name, "fingerprint": fingerprint, "up_to_date": current is not None,
             "image": current and {"id": current["id"], "name": current["name"]},
             "newest": newest and {"id": newest["id"], "name": newest["name"],

@@ -1,7 +1,9 @@
 """Apply the flavour's SLS to the mounted disk through a chroot, then record the package
-manifest of what was built."""
+manifest of what was built. The step's record in the build says which services the SLS
+asked to start that were enabled at boot instead (no init system runs in a chroot), and
+which processes still ran in the chroot at the end and were stopped."""
 from .. import chroot
-from . import mount, provision
+from . import mount, provision, resolve
 
 NAME = "provision"
 
@@ -13,12 +15,17 @@ def run(build, ctx):
     try:
         applied = chroot.apply(root, spec["sls"], ctx.master.files(), pillar=spec.get("pillar"),
                                cachedir=ctx.cachedir, timeout=spec["timeouts"]["apply"])
+        # what the SLS used of the file server, for the fingerprint (pipeline/resolve.py)
+        resolve.record_chroot(build, ctx, root)
         packages = chroot.call(root, "pkg.list_pkgs", cachedir=ctx.cachedir)
     finally:
-        chroot.teardown(root)
+        stopped = chroot.teardown(root)
     provision.record_packages(build, packages)
+    record = next(s for s in reversed(build.data["steps"]) if s["name"] == NAME)
+    record.update(services=applied["services"], stopped=stopped)
+    build.save()
     return {"states": applied["states"], "changed": len(applied["changed"]), "salt": applied["salt"],
-            "packages": len(packages)}
+            "packages": len(packages), "services": applied["services"], "stopped": stopped}
 
 
 def undo(build, ctx):

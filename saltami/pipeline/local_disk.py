@@ -5,7 +5,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from .. import disk, vanilla
+from .. import disk, imageformat, vanilla
 from ..errors import InvalidArgument
 
 NAME = "disk"
@@ -14,8 +14,9 @@ CHUNK = 1 << 20
 
 def find_base(base):
     """The local base of a flavour (``{file: PATH}`` or ``{vanilla: RELEASE}``, built if it
-    is not cached yet): {id, name, path, hash}; its hash is the content's sha256, so that a
-    changed file changes the fingerprint."""
+    is not cached yet): {id, name, path, format, hash}; its hash is the content's sha256, so
+    that a changed file changes the fingerprint. A file is refused unless the format
+    inspector finds it safe (imageformat.py)."""
     if "vanilla" in base:
         path = vanilla.ensure(base["vanilla"])
         ref = f"vanilla:{base['vanilla']}"
@@ -25,7 +26,14 @@ def find_base(base):
             raise InvalidArgument(f"base image file {path} does not exist or is not a file "
                                   "(allowed: a raw or qcow2 disk image on this machine)")
         ref = f"file:{path}"
-    return {"id": ref, "name": path.name, "path": str(path), "hash": file_hash(path)}
+    fmt = checked(str(path))
+    return {"id": ref, "name": path.name, "path": str(path), "format": fmt, "hash": file_hash(path)}
+
+
+def checked(path):
+    """The base file's format, once the format inspector found it safe and what its name
+    claims (imageformat.py)."""
+    return imageformat.check(path, imageformat.claimed_by_name(path), what="base image file")
 
 
 def file_hash(path):
@@ -42,9 +50,11 @@ def work_file(build):
 
 def run(build, ctx):
     source, target = build.data["base"]["path"], work_file(build)
+    # checked again as it is now, and its format given: qemu-img must never probe it
+    fmt = checked(source)
     build.add("file", target)  # before it exists: a kill during the copy must still remove it
     # qemu-img reads raw and qcow2 alike and writes a sparse raw file
-    disk.run("qemu-img", "convert", "-O", "raw", source, target)
+    disk.run("qemu-img", "convert", "-f", fmt, "-O", "raw", source, target)
     size_gib = ctx.spec.get("volume_size")
     if size_gib and size_gib << 30 > os.path.getsize(target):
         grow(target, size_gib << 30)

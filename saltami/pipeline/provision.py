@@ -5,6 +5,7 @@ import hashlib
 import json
 
 from .. import build_pillar
+from . import resolve
 
 NAME = "provision"
 PACKAGES = {"pkg.list_pkgs": "dpkg/rpm"}
@@ -15,6 +16,7 @@ def run(build, ctx):
     spec = ctx.spec
     build_pillar.ensure(build, ctx, minion)
     applied = ctx.master.apply(minion, spec["sls"], timeout=spec["timeouts"]["apply"])
+    resolve.record_minion(build, ctx, minion)
     packages = ctx.master.call(minion, "pkg.list_pkgs", timeout=300) or {}
     record_packages(build, packages)
     return {"states": applied["states"], "changed": len(applied["changed"]), "packages": len(packages)}

@@ -6,7 +6,10 @@ NAME = "prune"
 
 
 def run(build, ctx):
-    return provenance.prune(ctx.clients, ctx.spec["name"], ctx.spec["keep"])
+    # in the manifest too: the build's summary (salt-run ami.build, ami.present) reports it
+    build.data["pruned"] = provenance.prune(ctx.clients, ctx.spec["name"], ctx.spec["keep"])
+    build.save()
+    return build.data["pruned"]
 
 
 def undo(build, ctx):

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from helpers import NOTHING, RUN, cloud_inventory
+from saltami import flavour
 
 PREFIX = f"bad-{RUN[-8:]}"
 # a cloud that does not answer must fail within this, not hang
@@ -76,8 +77,39 @@ BAD_INPUT = {
 }
 
 
-def test_there_are_at_least_15_kinds():
-    assert len(BAD_INPUT) >= 15
+# no check of the flavour schema accepts it: every key must refuse it
+WRONG = 1.5
+
+
+def schema_cases():
+    """(definition, the keys its error must name) from the flavour schema itself
+    (saltami.flavour): a wrong value at every key, and at every key of the mappings with
+    keys of their own. A key added without a check, or problems no longer all reported in
+    one error, fail here."""
+    top = {key: WRONG for key in flavour.FIELDS if key != "extends"}
+    nested = {"extends": "amitest", **{section: {key: WRONG for key in fields} for section, fields in
+                                       (("base", flavour.BASE_FIELDS), ("test", flavour.TEST_FIELDS),
+                                        ("timeouts", flavour.TIMEOUTS))}}
+    return {
+        "every key": (top, list(top)),
+        "every key of base, test and timeouts": (
+            nested, [f"{section}.{key}" for section in ("base", "test", "timeouts") for key in nested[section]]),
+        # checked on its own, before the flavours are merged
+        "extends": ({"extends": WRONG}, ["extends"]),
+    }
+
+
+@pytest.mark.parametrize("case", list(schema_cases()))
+def test_a_wrong_value_at_any_key_of_the_schema_is_named(case, salt_run, module_clients, salt_key):
+    definition, keys = schema_cases()[case]
+    name = f"{PREFIX}-schema-{case.replace(' ', '-').replace(',', '')}"
+    ret = salt_run.run("ami.build", flavour=name, definition=definition)
+    out = ret.stdout + ret.stderr
+    assert ret.returncode != 0, out
+    missing = [key for key in keys if f"flavour '{name}': key '{key}': " not in out]
+    assert missing == [], out
+    assert str(WRONG) in out and "Traceback" not in out
+    assert cloud_inventory(module_clients, salt_key, name) == NOTHING
 
 
 @pytest.mark.parametrize("kind", list(BAD_INPUT))
