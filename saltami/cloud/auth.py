@@ -8,18 +8,36 @@ A cloud is given as one of:
   a clouds.yaml entry and override parts of it, and ``clouds_yaml: PATH`` to read that
   file rather than the standard places;
 - nothing: then OS_CLOUD, or the OS_* variables of the environment.
+
+Every service is reached in the cloud's region and through its interface (clouds.yaml's
+``region_name`` and ``interface``, or ``<service>_region_name``, ``<service>_interface`` for
+one service), or at its ``<service>_endpoint_override``.
+
+Nova and cinder speak the highest microversion that both the service (its version
+document, read once per session) and the client library know; a call that needs a newer
+one than the cloud offers (FEATURES) fails naming what it needs, before it makes anything.
 """
 import functools
 import os
 import re
 
 import openstack.config
+from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exc
 
 from ..errors import CloudError, InvalidArgument
+from . import api
 
-NOVA_MICROVERSION = "2.96"     # the newest novaclient speaks
-CINDER_MICROVERSION = "3.71"   # the newest cinderclient speaks; upload-to-image needs >= 3.1
+# what the library asks of nova and cinder that their oldest microversion (2.1, 3.0) lacks:
+# feature -> (service type, microversion, what it is, in the error that names it)
+FEATURES = {
+    "boot-networks": ("compute", (2, 37), "booting a server with networks 'none' or 'auto'"),
+    "nic-tags": ("compute", (2, 42), "tags on a server's network interfaces"),
+    "action-events": ("compute", (2, 51), "instance action events (why nova rolled an attach back)"),
+    "upload-to-image": ("block-storage", (3, 1), "volume upload-to-image with visibility and protected"),
+    "user-messages": ("block-storage", (3, 3), "cinder user messages (why a volume failed)"),
+}
+SERVICE_NAMES = {"compute": "nova (compute)", "block-storage": "cinder (block-storage)"}
 # seconds a request may wait for a connection or for the next bytes of an answer, unless the
 # cloud sets api_timeout: a service that accepts and never answers must not hang a build
 API_TIMEOUT = 120
@@ -59,14 +77,61 @@ def secrets(value, where="", secret=False):
     return found
 
 
+def _version(text):
+    """(major, minor) of "2.95"; None for None or ""."""
+    if not text:
+        return None
+    major, minor = str(text).split(".")
+    return int(major), int(minor)
+
+
+def version_string(version):
+    return f"{version[0]}.{version[1]}"
+
+
+def client_range(service_type):
+    """(oldest, newest) microversion the installed client library speaks, and its name."""
+    if service_type == "compute":
+        import novaclient
+        return (_version(novaclient.API_MIN_VERSION.get_string()),
+                _version(novaclient.API_MAX_VERSION.get_string()), "python-novaclient")
+    from cinderclient import api_versions
+    return _version(api_versions.MIN_VERSION), _version(api_versions.MAX_VERSION), "python-cinderclient"
+
+
+def pick_microversion(service_type, offered, speaks, url, pinned=None):
+    """The microversion to use: ``pinned`` (clouds.yaml's ``<service>_default_microversion``)
+    if the service offers it, else the highest that both the service (``offered``: its
+    (min_version, version), None for a service without microversions) and the client library
+    (``speaks``: (oldest, newest, its name)) know."""
+    low, high, library = speaks
+    name = SERVICE_NAMES[service_type]
+    if offered is None or offered[1] is None:
+        # a service without microversions behaves as their first
+        offered = (low, low)
+    smin, smax = offered[0] or low, offered[1]
+    said = f"the {name} API at {url} offers microversions {version_string(smin)} to {version_string(smax)}"
+    if pinned is not None:
+        if not smin <= pinned <= smax or not low <= pinned <= high:
+            raise CloudError(f"{service_type.replace('-', '_')}_default_microversion {version_string(pinned)}: "
+                             f"{said}, and {library} speaks {version_string(low)} to {version_string(high)}")
+        return pinned
+    if smin > high or smax < low:
+        raise CloudError(f"{said}; {library} speaks {version_string(low)} to {version_string(high)}, "
+                         f"none of them")
+    return min(high, smax)
+
+
 class Clients:
-    """nova, cinder and Glance clients over one session, made when first used."""
+    """nova, cinder, Glance and neutron clients over one session, made when first used."""
 
     def __init__(self, region):
         self.region = region
         self.session = region.get_session()
         self.region_name = region.region_name
         self.interface = region.get_interface()
+        self._offered = {}
+        self._microversions = {}
 
     def endpoint_override(self, service_type):
         """clouds.yaml's ``<service>_endpoint_override`` (``image_endpoint_override``...): the
@@ -74,30 +139,87 @@ class Clients:
         return self.region.get_endpoint(service_type)
 
     def _kw(self, service_type):
-        kw = {"session": self.session, "region_name": self.region_name,
-              "interface": self.interface, "service_type": service_type}
+        """Where a service is: the cloud's region and interface (or the service's own, when
+        clouds.yaml sets ``<service>_region_name`` or ``<service>_interface``), or its
+        endpoint override."""
+        kw = {"session": self.session, "service_type": service_type,
+              "region_name": self.region.get_region_name(service_type) or self.region_name,
+              "interface": self.region.get_interface(service_type) or self.interface}
         if self.endpoint_override(service_type):
             kw["endpoint_override"] = self.endpoint_override(service_type)
         return kw
 
+    def adapter(self, service_type):
+        """A keystoneauth adapter for raw requests to a service (``.get("/v2.0/networks")``)."""
+        return ks_adapter.Adapter(**self._kw(service_type))
+
+    # --------------------------------------------------------------------- microversions
+    def offered(self, service_type):
+        """(url, (min_version, version)) of the service, from its version document: read
+        once for these clients (keystoneauth caches the document in the session)."""
+        if service_type not in self._offered:
+            what = f"reading the versions of the {SERVICE_NAMES[service_type]} API"
+            try:
+                with api.service_errors(what):
+                    data = self.adapter(service_type).get_endpoint_data()
+            except ks_exc.DiscoveryFailure as e:
+                raise CloudError(f"{what}: {e}") from None
+            if data is None:
+                raise CloudError(f"{what}: no endpoint for it in region {self.region_name!r}")
+            self._offered[service_type] = (data.url or data.catalog_url, (data.min_microversion, data.max_microversion))
+        return self._offered[service_type]
+
+    def microversion(self, service_type):
+        """The microversion this cloud's nova or cinder is spoken at, as (major, minor)."""
+        if service_type not in self._microversions:
+            url, offered = self.offered(service_type)
+            pinned = _version(self.region.get_default_microversion(service_type))
+            self._microversions[service_type] = pick_microversion(
+                service_type, offered, client_range(service_type), url, pinned)
+        return self._microversions[service_type]
+
+    def supports(self, feature):
+        service_type, needs, _what = FEATURES[feature]
+        return self.microversion(service_type) >= needs
+
+    def require(self, feature):
+        """CloudError naming the feature and the microversion it needs, unless this cloud
+        has it."""
+        service_type, needs, what = FEATURES[feature]
+        if self.supports(feature):
+            return
+        url, (smin, smax) = self.offered(service_type)
+        offers = (f"offers microversions up to {version_string(smax)}" if smax
+                  else "has no microversions")
+        low, high, library = client_range(service_type)
+        why = (f"{library} speaks at most {version_string(high)}" if high < needs
+               else f"the {SERVICE_NAMES[service_type]} API at {url} {offers}")
+        raise CloudError(f"{what} needs {service_type} API microversion {version_string(needs)} or "
+                         f"later: {why}")
+
+    # --------------------------------------------------------------------- clients
     @functools.cached_property
     def nova(self):
         from novaclient import client
         kw = self._kw("compute")
         kw["endpoint_type"] = kw.pop("interface")
-        return client.Client(NOVA_MICROVERSION, **kw)
+        return client.Client(version_string(self.microversion("compute")), **kw)
 
     @functools.cached_property
     def cinder(self):
         from cinderclient import client
         kw = self._kw("block-storage")
         kw["endpoint_type"] = kw.pop("interface")
-        return client.Client(CINDER_MICROVERSION, **kw)
+        return client.Client(version_string(self.microversion("block-storage")), **kw)
 
     @functools.cached_property
     def glance(self):
         from glanceclient import client
         return client.Client("2", **self._kw("image"))
+
+    @functools.cached_property
+    def network(self):
+        return self.adapter("network")
 
     @property
     def project_id(self):
@@ -129,6 +251,8 @@ def connect(cloud=None, profile=None):
                               f"{', '.join(o.dest for o in e.options)}") from None
     if region.config.get("api_timeout") is None:
         region.config["api_timeout"] = API_TIMEOUT
+    # its requests are repeated as clouds.yaml's retry keys say (api.Session)
+    region.set_session_constructor(functools.partial(api.Session, region=region))
     return Clients(region)
 
 

@@ -9,7 +9,7 @@ import time
 
 from ..errors import CloudError, InvalidArgument, NotFound, ResourceFailed, Timeout
 from . import glance
-from .api import get_or_none, service_errors
+from .api import create_once, get_or_none, service_errors
 from .checks import check_choice, check_properties, check_str, check_timeout, string_list
 from .wait import wait_for
 
@@ -62,6 +62,9 @@ def _label(volume):
 def _user_messages(clients, volume_id):
     """What Cinder told the user about this volume (API >= 3.3 "messages"); volumes
     themselves carry no fault message. Filtered here, as in list_volumes."""
+    if not clients.supports("user-messages"):
+        log.info("cinder's API is older than user messages (3.3): no reason to give for volume %s", volume_id)
+        return []
     try:
         with service_errors(f"reading cinder's messages about volume {volume_id}"):
             messages = clients.cinder.messages.list()
@@ -164,10 +167,16 @@ def create(clients, size, name=None, image=None, volume_type=None, availability_
     if availability_zone is not None:
         check_str("availability_zone", availability_zone)
         _check_known(clients, "availability zone", availability_zone, lambda: _zones(clients))
-    with service_errors(f"creating a {size} GiB volume"):
-        volume = _volume_dict(clients.cinder.volumes.create(
-            size, name=name, imageRef=found["id"] if found else None, volume_type=volume_type,
-            availability_zone=availability_zone, metadata=metadata or {}))
+
+    def made():
+        return [v for v in list_volumes(clients, name)
+                if v["id"] not in before and v["size"] == size and (v.get("name") or None) == name
+                and (metadata or {}).items() <= (v.get("metadata") or {}).items()]
+
+    before = {v["id"] for v in list_volumes(clients, name)}
+    volume = create_once(f"creating a {size} GiB volume", lambda: _volume_dict(clients.cinder.volumes.create(
+        size, name=name, imageRef=found["id"] if found else None, volume_type=volume_type,
+        availability_zone=availability_zone, metadata=metadata or {})), made)
     log.info("creating %s: %d GiB%s", _label(volume), size,
              f" from image {found['id']} ({found.get('name')})" if found else "")
     if not wait:
@@ -234,14 +243,21 @@ def upload_to_image(clients, volume_id, image_name, disk_format="raw", container
     if not isinstance(protected, bool):
         raise InvalidArgument(f"protected must be true or false, not {protected!r}")
     check_timeout(timeout)
+    clients.require("upload-to-image")
     volume = show(clients, volume_id)
     if volume["status"] != "available":
         raise InvalidArgument(f"{_label(volume)} is {volume['status']}: only an available "
                               f"(detached, idle) volume can be uploaded to an image")
-    with service_errors(f"uploading {_label(volume)} to image {image_name!r}"):
-        _, body = clients.cinder.volumes.upload_to_image(
-            volume_id, False, image_name, container_format, disk_format, visibility, protected)
-    image_id = body["os-volume_upload_image"]["image_id"]
+
+    def images():
+        return [i["id"] for i in glance.find_images(clients, name=image_name, active_only=False)]
+
+    before = set(images())
+    image_id = create_once(
+        f"uploading {_label(volume)} to image {image_name!r}",
+        lambda: clients.cinder.volumes.upload_to_image(volume_id, False, image_name, container_format, disk_format,
+                                                       visibility, protected)[1]["os-volume_upload_image"]["image_id"],
+        lambda: [i for i in images() if i not in before])
     log.info("cinder is uploading %s to image %s (%s, %s)", _label(volume), image_id, image_name,
              disk_format)
     if not wait:

@@ -1,10 +1,11 @@
 """Servers: boot, wait, stop, delete, console, createImage, volume attach and detach."""
 import base64
 import logging
+import re
 
 from ..errors import InvalidArgument, NotFound, ResourceFailed
 from . import cinder, glance
-from .api import get_or_none, service_errors
+from .api import create_once, get_or_none, service_errors
 from .wait import wait_for
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,10 @@ def find_flavor(clients, ref):
 
 
 def _network_api(clients, path):
+    # the cloud's region and interface, as for every service: another region's neutron
+    # knows other networks
     with service_errors("neutron"):
-        return clients.session.get(path, endpoint_filter={"service_type": "network"},
-                                   endpoint_override=clients.endpoint_override("network")).json()
+        return clients.network.get(path).json()
 
 
 def find_network(clients, ref):
@@ -44,10 +46,9 @@ def find_network(clients, ref):
 def _nics(clients, networks):
     """nova's nics argument from: None/'none' (no network), 'auto', or a list of network
     names or ids, or dicts with net-id, port-id, fixed_ip (nova's own keys)."""
-    if networks in (None, "none"):
-        return "none"
-    if networks == "auto":
-        return "auto"
+    if networks in (None, "none", "auto"):
+        clients.require("boot-networks")
+        return networks or "none"
     if isinstance(networks, str):
         networks = [networks]
     if not isinstance(networks, (list, tuple)):
@@ -59,6 +60,8 @@ def _nics(clients, networks):
             if unknown:
                 raise InvalidArgument(f"network entry {n!r}: unknown keys {sorted(unknown)} "
                                       "(allowed: net-id, port-id, v4-fixed-ip, v6-fixed-ip, tag)")
+            if "tag" in n:
+                clients.require("nic-tags")
             if "net-id" in n:
                 n = dict(n, **{"net-id": find_network(clients, n["net-id"])["id"]})
             nics.append(n)
@@ -144,11 +147,17 @@ def _fault(server):
     return fault.get("message") or "no fault message"
 
 
+def _servers_named(clients, name):
+    # nova's name filter is a regular expression
+    with service_errors("nova: list servers"):
+        return [s for s in clients.nova.servers.list(search_opts={"name": f"^{re.escape(name)}$"})
+                if s.name == name]
+
+
 def find_server(clients, ref):
     server = _get_server(clients, ref)
     if server is GONE:
-        with service_errors("nova: list servers"):
-            match = clients.nova.servers.list(search_opts={"name": f"^{ref}$"})
+        match = _servers_named(clients, ref)
         if len(match) != 1:
             raise NotFound(f"server {ref!r} {'is ambiguous' if match else 'does not exist'}")
         server = match[0]
@@ -162,7 +171,8 @@ def wait_status(clients, server_id, status="ACTIVE", timeout=600):
         done=lambda s: s is not GONE and s.status == status,
         failed=lambda s: ("server was deleted" if s is GONE else
                           f"server went to ERROR: {_fault(s)}" if s.status == "ERROR" else None),
-        describe=lambda s: "gone" if s is GONE else f"status {s.status}, task {getattr(s, 'OS-EXT-STS:task_state', None)}",
+        describe=lambda s: ("gone" if s is GONE else
+                            f"status {s.status}, task {getattr(s, 'OS-EXT-STS:task_state', None)}"),
         what=f"server {server_id} to become {status}", timeout=timeout)
     return server_dict(server)
 
@@ -199,8 +209,11 @@ def boot(clients, name, image=None, flavor=None, networks=None, key_name=None, s
             "boot_index": 0, "uuid": img["id"], "source_type": "image", "destination_type": "volume",
             "volume_size": volume_size, "delete_on_termination": True}]
         boot_image = None
-    with service_errors(f"nova: boot {name!r}"):
-        server = clients.nova.servers.create(name, boot_image, flv.id, **kw)
+    before = {s.id for s in _servers_named(clients, name)}
+    server = create_once(
+        f"nova: boot {name!r}", lambda: clients.nova.servers.create(name, boot_image, flv.id, **kw),
+        lambda: [s for s in _servers_named(clients, name)
+                 if s.id not in before and meta.items() <= (s.metadata or {}).items()])
     log.info("booting server %s (%s) from image %s, flavor %s", name, server.id, img["id"], flv.name)
     if not wait:
         return server_dict(server)
@@ -228,8 +241,9 @@ def delete(clients, server_id, wait=True, timeout=300):
     server = _get_server(clients, server_id)
     if server is GONE:
         return False
-    with service_errors(f"nova: delete {server_id}"):
-        server.delete()
+    # a 404 is no failure: the server went meanwhile, or this was a delete repeated after
+    # its answer was lost
+    get_or_none(f"nova: delete {server_id}", server.delete)
     if wait:
         retries = [DELETE_RETRIES]
 
@@ -263,8 +277,16 @@ def create_snapshot(clients, server_id, name, metadata=None, wait=True, timeout=
     that ends killed or vanishes (nova deletes it when the snapshot fails) raises."""
     server = find_server(clients, server_id)
     meta = _check_metadata(metadata)
-    with service_errors(f"nova: createImage of {server.id}"):
-        image_id = clients.nova.servers.create_image(server, name, metadata=meta)
+
+    def snapshots():
+        # nova names the server in the snapshot's instance_uuid
+        return [i["id"] for i in glance.find_images(clients, name=name, properties={"instance_uuid": server.id},
+                                                    active_only=False)]
+
+    before = set(snapshots())
+    image_id = create_once(f"nova: createImage of {server.id}",
+                           lambda: clients.nova.servers.create_image(server, name, metadata=meta),
+                           lambda: [i for i in snapshots() if i not in before])
     log.info("snapshot %s (%s) of server %s started", name, image_id, server.id)
     if not wait:
         return {"id": image_id, "name": name}
@@ -277,9 +299,13 @@ def create_snapshot(clients, server_id, name, metadata=None, wait=True, timeout=
 
 
 # ------------------------------------------------------------------------------- volumes
-def _attached(clients, server_id, volume_id):
+def _server_volumes(clients, server_id):
     with service_errors("nova: list volume attachments"):
-        return any(a.volumeId == volume_id for a in clients.nova.volumes.get_server_volumes(server_id))
+        return clients.nova.volumes.get_server_volumes(server_id)
+
+
+def _attached(clients, server_id, volume_id):
+    return any(a.volumeId == volume_id for a in _server_volumes(clients, server_id))
 
 
 def _wait_attachment(clients, server_id, volume_id, attach, failed, timeout):
@@ -300,8 +326,10 @@ def attach_volume(clients, server_id, volume_id, wait=True, timeout=300):
     status = cinder.show(clients, volume_id)["status"]
     if status != "available":
         raise InvalidArgument(f"volume {volume_id} is {status}; only an available volume can be attached")
-    with service_errors(f"nova: attach {volume_id} to {server.id}"):
-        att = clients.nova.volumes.create_server_volume(server.id, volume_id)
+    # the volume was available: an attachment of it listed now is this call's
+    att = create_once(f"nova: attach {volume_id} to {server.id}",
+                      lambda: clients.nova.volumes.create_server_volume(server.id, volume_id),
+                      lambda: [a for a in _server_volumes(clients, server.id) if a.volumeId == volume_id])
     if wait:
         _wait_attachment(clients, server.id, volume_id, True,
                          lambda status: _attach_failure(clients, server.id, status), timeout)
@@ -316,7 +344,9 @@ def _attach_failure(clients, server_id, volume_status):
     if volume_status == "available":
         with service_errors("nova: instance actions"):
             actions = [a for a in clients.nova.instance_action.list(server_id) if a.action == "attach_volume"]
-            events = clients.nova.instance_action.get(server_id, actions[0].request_id).events if actions else []
+            # a non-admin sees an action's events from microversion 2.51 on
+            events = (getattr(clients.nova.instance_action.get(server_id, actions[0].request_id), "events", [])
+                      if actions and clients.supports("action-events") else [])
         details = "; ".join(f"{e['event']}: {e.get('result')}" for e in events) or "no details from nova"
         return f"nova rolled the attach back ({details})"
     return None

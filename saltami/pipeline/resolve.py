@@ -117,6 +117,9 @@ def run(build, ctx):
         # bad credentials or a cloud that does not answer: said as such, before anything else
         auth.check_auth(ctx.clients)
     base = _resolved(build, ctx)
+    if "upload" in build.data["plan"]:
+        # an old cinder cannot upload the volume: said now, before the volume is made
+        ctx.clients.require("upload-to-image")
     if "boot" in build.data["plan"]:
         # what the builder boots with must exist before anything is made for it
         nova.check_boot(ctx.clients, spec["flavor"], spec.get("networks"), spec.get("key_name"),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MiB, RUN, booted, inventory, random_file
+from helpers import RUN, MiB, booted, inventory, random_file
 from localcloud.faults import FaultProxy, injected, stale_drivers
 from saltami import pipeline, provenance
 from saltami.cloud import auth, cinder, glance, nova
@@ -31,14 +31,17 @@ BUILD_FAULTS = {
                          proxy=("identity", lambda p: p.answer("POST", r"/auth/tokens$", 503))),
     "glance-500-find-base": dict(step="resolve", says="HTTP 500",
                                  proxy=("image", lambda p: p.answer("GET", r"^/v2/images", 500))),
-    "nova-create-500": dict(step="boot", says="nova: boot", proxy=("compute", lambda p: p.answer("POST", r"/servers$", 500))),
-    "nova-create-409": dict(step="boot", says="HTTP 409", proxy=("compute", lambda p: p.answer("POST", r"/servers$", 409))),
+    "nova-create-500": dict(step="boot", says="nova: boot",
+                            proxy=("compute", lambda p: p.answer("POST", r"/servers$", 500))),
+    "nova-create-409": dict(step="boot", says="HTTP 409",
+                            proxy=("compute", lambda p: p.answer("POST", r"/servers$", 409))),
     "nova-api-hangs": dict(step="boot", says="timed out", cloud={"api_timeout": 5},
                            proxy=("compute", lambda p: p.hang("POST", r"/servers$"))),
     "spawn-error": dict(step="boot", says="server went to ERROR", driver=("nova.spawn", "builder", "error")),
     "never-active": dict(step="boot", says="to become ACTIVE", driver=("nova.spawn", "builder", "hang"),
                          flavour={"timeouts": {"boot": 10}}),
-    "minion-never-connects": dict(step="boot", says="builder's minion", driver=("nova.spawn", "builder", "no-user-data"),
+    "minion-never-connects": dict(step="boot", says="builder's minion",
+                                  driver=("nova.spawn", "builder", "no-user-data"),
                                   flavour={"timeouts": {"minion": 10}}),
     "sls-fails": dict(step="provision", says="amitest-broken-step", flavour={"sls": ["amitestbroken"]}),
     "apply-timeout": dict(step="provision", says="did not answer state.apply",
@@ -58,8 +61,9 @@ BUILD_FAULTS = {
     "validate-test-fails": dict(step="validate", says="exited 1",
                                 flavour={"test": {"cmd": "test -e /etc/ami-test/never"}}),
     # promote's first image update; then its tag, after the rename to the final name
-    "glance-503-promote": dict(step="promote", says="HTTP 503",
-                               proxy=("image", lambda p: p.answer("PATCH", r"^/v2/images/", 503, nth=2))),
+    # a 503 is ridden out (retried, saltami/cloud/api.py): a 500 is not
+    "glance-500-promote": dict(step="promote", says="HTTP 500",
+                               proxy=("image", lambda p: p.answer("PATCH", r"^/v2/images/", 500, nth=2))),
     "glance-409-tag-after-rename": dict(step="promote", says="HTTP 409",
                                         proxy=("image", lambda p: p.answer("PUT", r"/tags/", 409))),
 }
@@ -133,7 +137,8 @@ def fault_builds(salt_master, salt_key, module_clients, cloud_profile, demo_sess
 
 
 @pytest.mark.parametrize("kind", list(BUILD_FAULTS))
-def test_build_fault_fails_the_step_and_leaves_nothing(kind, request, fault_builds, salt_master, salt_key, module_clients):
+def test_build_fault_fails_the_step_and_leaves_nothing(kind, request, fault_builds, salt_master, salt_key,
+                                                       module_clients):
     fault, flavour = BUILD_FAULTS[kind], f"{RUN}-{kind}"
     if kind not in fault_builds:
         request.getfixturevalue("drivers_with_faults")
@@ -211,8 +216,8 @@ def test_volume_attach_fails_and_is_rolled_back(drivers_with_faults, point, name
 def test_volume_create_error_deletes_the_volume(drivers_with_faults, point, name, clients, base_image):
     with injected(point, re.escape(name), "error"):
         with pytest.raises(ResourceFailed, match="the volume was deleted"):
-            cinder.create(clients, 2, name=f"{name}-vol", image=base_image["id"] if point == "cinder.from_image" else None,
-                          timeout=120)
+            cinder.create(clients, 2, name=f"{name}-vol",
+                          image=base_image["id"] if point == "cinder.from_image" else None, timeout=120)
 
 
 def test_volume_upload_to_image_error_deletes_the_image(drivers_with_faults, name, clients):
