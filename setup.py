@@ -5,9 +5,10 @@ setup(
     version="0.1.0",
     description="Bake golden OpenStack images with SaltStack",
     packages=find_packages(include=["saltami", "saltami.*"]),
-    # saltami/_modules, _states, _runners, _pillar link to the top-level loader module folders;
+    # saltami/_modules, _states, _runners, _pillar, _output link to the top-level loader module folders;
     # building the package copies the files they point to (see saltami/saltext.py)
-    package_data={"saltami": ["_modules/*.py", "_states/*.py", "_runners/*.py", "_pillar/*.py"]},
+    package_data={"saltami": ["_modules/*.py", "_states/*.py", "_runners/*.py", "_pillar/*.py",
+                               "_output/*.py"]},
     python_requires=">=3.10",
     install_requires=[
         "python-novaclient",

@@ -53,7 +53,8 @@ def volume_device(volume, timeout=60):
 def plan(ami_pillar, flavour=None):
     """
     What an orchestrated build will do: for each flavour (or the one or the list given), a new build id,
-    its steps in order, and the process that drives them (this one). Used by salt/formulas/ami/build.sls to lay out one state per step;
+    its steps in order, and the process that drives them (this one). Used by
+    salt/formulas/ami/build.sls to lay out one state per step;
     validates the flavours first, so a bad flavour stops the orchestration before anything
     is created.
 
@@ -98,7 +99,9 @@ def bake(flavour, cloud=None, server_id=None):
     file_roots, applied with the image's salt or salt-thin), scrubbed, trimmed, detached
     and uploaded to Glance with the build's provenance, then promoted. Strategy ``local``:
     the same on a loop device over a copy of a local base image; its outputs go to Glance
-    when a cloud is configured, else to a directory with a JSON manifest.
+    when a cloud is configured, else to a directory with a JSON manifest. salt-call prints
+    each step as it starts and ends, transfers and a summary on stderr as the bake goes; a
+    bad flavour exits 1 with its errors.
 
     CLI Example:
 
@@ -108,7 +111,9 @@ def bake(flavour, cloud=None, server_id=None):
     """
     from saltami import bake as baker
 
-    with saltglue.salt_errors():
+    # a bad flavour is bad pillar, not a call that misses the signature: its errors alone,
+    # without the usage Salt appends to invalid arguments (salt-call exits 1)
+    with saltglue.salt_errors(usage=False):
         return baker.bake(__opts__, __pillar__.get("ami") or {}, flavour, _cloud_or_none(cloud),
                           server_id=server_id)
 
@@ -130,12 +135,13 @@ def bake_cleanup(cloud=None):
         return baker.cleanup_abandoned(__opts__, __pillar__.get("ami") or {}, _cloud_or_none(cloud))
 
 
-def builder_bake(device, sls, build_id, timeout=1800):
+def builder_bake(device, sls, build_id, timeout=1800, salt="disable"):
     """
     The chroot part of an orchestrated volume bake, run on its builder by the master: mount
     the root filesystem of ``device``, apply ``sls`` (from the master's file server) with this
-    minion's pillar (the flavour's, from the master's ami ext_pillar), scrub, unmount.
-    Returns the steps and the package manifest.
+    minion's pillar (the flavour's, from the master's ami ext_pillar), scrub (``salt``: what
+    becomes of salt in the image, the flavour's key), unmount. Returns the steps and the
+    package manifest.
 
     CLI Example:
 
@@ -146,7 +152,7 @@ def builder_bake(device, sls, build_id, timeout=1800):
     from saltami import bake as baker
 
     with saltglue.salt_errors():
-        return baker.builder_bake(__opts__, device, sls, dict(__pillar__), build_id, timeout)
+        return baker.builder_bake(__opts__, device, sls, dict(__pillar__), build_id, timeout, salt=salt)
 
 
 def scrub(root="/", trim=True, dry_run=False):
@@ -179,7 +185,7 @@ def scrub(root="/", trim=True, dry_run=False):
             raise errors.AmiError(str(e)) from None
 
 
-def audit(image, secrets=None, flavour=None, kernel=None, ramdisk=None, cloud=None):
+def audit(image, secrets=None, flavour=None, kernel=None, ramdisk=None, cloud=None, disk_format=None):
     """
     Open a finished image read-only (raw or qcow2, partitioned or a bare filesystem, or the
     root filesystem of an AMI triplet with its ``kernel`` and ``ramdisk``) and list what
@@ -189,13 +195,16 @@ def audit(image, secrets=None, flavour=None, kernel=None, ramdisk=None, cloud=No
     ``secrets`` (a mapping label: value, or a list), the cloud's credentials (``cloud``, else
     ``ami:cloud``), and with ``flavour`` that flavour's from pillar ``ami``. Findings name a
     secret's label, never its value; salt-call exits 1 when there is any. Needs root.
+    Before anything is attached, the image must pass the format inspector nova and Glance use
+    (no backing file, no external data file; with ``disk_format``, raw or qcow2 as a Glance
+    image says, its content must be that format).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-call ami.audit /srv/out/debian-postgres.qcow2 flavour=debian-postgres
-        salt-call ami.audit /srv/out/root.img kernel=/srv/out/vmlinuz ramdisk=/srv/out/initrd.img secrets='[s3cr3t-value]'
+        salt-call ami.audit /srv/out/root.img kernel=/srv/out/vmlinuz ramdisk=/srv/out/initrd.img secrets='[s3cr3t]'
     """
     from saltami import audit as auditor
     from saltami import flavour as flavour_lib
@@ -205,7 +214,7 @@ def audit(image, secrets=None, flavour=None, kernel=None, ramdisk=None, cloud=No
         name, profile = saltglue.cloud_spec(__salt__["config.get"], cloud)
         found = auditor.build_secrets(definition, cloud=name, profile=profile)
         found.update(auditor.labelled(secrets))
-        report = auditor.audit(image, found, kernel=kernel, ramdisk=ramdisk)
+        report = auditor.audit(image, found, kernel=kernel, ramdisk=ramdisk, disk_format=disk_format)
     if report["findings"]:
         __context__["retcode"] = 1
     return report

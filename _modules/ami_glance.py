@@ -31,29 +31,38 @@ def _progress(name):
 
 
 def upload(path, name, disk_format="qcow2", container_format=None, properties=None, tags=None,
-           visibility="private", min_disk=None, min_ram=None, timeout=3600, cloud=None):
+           visibility="private", min_disk=None, min_ram=None, timeout=3600, method="auto", cloud=None):
     """
     Upload a local image file to Glance, streamed with constant memory; the stored
     os_hash_value is checked against the file's. A failed upload leaves no image behind.
+
+    ``method``: ``auto`` uploads it, or where Glance refuses uploads (clouds that take images
+    only through the interoperable import) stages and imports it (``glance-direct``);
+    ``import`` always imports, so that the cloud's import plugins run (a conversion to raw
+    on Ceph-backed clouds); ``upload`` never imports. When Glance's import converts the image
+    the result says how it was verified (``verification: converted-hash``: the file
+    converted here has Glance's hash; ``content``: downloaded and compared).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-call ami_glance.upload /srv/images/debian.qcow2 debian-12 properties='{os_distro: debian}'
+        salt-call ami_glance.upload /srv/images/debian.qcow2 debian-12 method=import
     """
     with saltglue.salt_errors():
         return glance.upload(_clients(cloud), path, name, disk_format=disk_format,
                              container_format=container_format, properties=properties, tags=tags,
                              visibility=visibility, min_disk=min_disk, min_ram=min_ram,
-                             progress=_progress(name), timeout=timeout)
+                             progress=_progress(name), timeout=timeout, method=method)
 
 
 def upload_ami_triplet(kernel, ramdisk, root, name, properties=None, tags=None, visibility="private",
-                       min_disk=None, min_ram=None, timeout=3600, cloud=None):
+                       min_disk=None, min_ram=None, timeout=3600, method="auto", cloud=None):
     """
     Upload an AMI triplet: kernel (aki), ramdisk (ari), then the root filesystem (ami) with
-    kernel_id and ramdisk_id set. On failure none of the three is left.
+    kernel_id and ramdisk_id set. On failure none of the three is left. ``method`` is
+    ``upload``'s, for each part.
 
     CLI Example:
 
@@ -64,7 +73,8 @@ def upload_ami_triplet(kernel, ramdisk, root, name, properties=None, tags=None, 
     with saltglue.salt_errors():
         return glance.upload_ami_triplet(_clients(cloud), kernel, ramdisk, root, name, properties=properties,
                                          tags=tags, visibility=visibility, min_disk=min_disk,
-                                         min_ram=min_ram, progress=_progress(name), timeout=timeout)
+                                         min_ram=min_ram, progress=_progress(name), timeout=timeout,
+                                         method=method)
 
 
 def download(image, path, verify=True, timeout=3600, cloud=None):

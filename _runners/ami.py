@@ -1,13 +1,18 @@
 """Image builds on the master: ``salt-run ami.build flavour=NAME`` runs a whole build; the
 orchestration ``salt-run state.orch ami.build`` runs the same steps one state at a time
-through ``ami.step`` and ``ami.cleanup``.
+through ``ami.step`` and ``ami.cleanup``; ``salt-run ami.watch`` follows running builds.
+What a build made answers questions: ``ami.packages`` and ``ami.diff``.
 
 Flavours come from the master's pillar (``ami:flavours``, see pillar.example); the cloud from
 ``ami:cloud`` in pillar or the master config.
 """
+import sys
+
 try:
-    from saltami import builds, provenance, saltglue
+    from saltami import builds, images, provenance, report, saltglue
     from saltami import flavour as flavour_lib
+    from saltami.pipeline import StepFailed
+    from saltami.pipeline import context as pipeline_context
 
     HAS_LIBS = True
 except ImportError as _e:  # pragma: no cover - depends on the installation
@@ -36,31 +41,64 @@ def _clients(pillar, cloud):
     return saltglue.clients(__context__, saltglue.config_getter(__opts__, pillar), cloud)
 
 
+def _say():
+    """Where a person reads progress: salt-run prints a runner's progress events as they come,
+    each as its line alone with the ami_progress outputter. None when ``--out`` asks for
+    data (JSON, YAML...), which must stay one document: the progress is on the master's bus
+    all the same (``salt-run ami.watch``)."""
+    if __opts__.get("output"):
+        return None
+
+    def say(line):
+        __jid_event__.fire_event({"message": line, "outputter": "ami_progress"}, "progress")
+        # salt-run prints it in this process, and print does not flush a pipe (| tee build.log)
+        sys.stdout.flush()
+
+    return say
+
+
+def _printing(say):
+    """The block's builds say their progress through ``say`` (nothing without one)."""
+    import contextlib
+
+    if say is None:
+        return contextlib.nullcontext()
+    return pipeline_context.listening(report.Progress().printer(say))
+
+
 def build(flavour=None, definition=None, cloud=None):
     """
     Build one flavour's image, all steps in this process: resolve, boot, provision, scrub,
     snapshot, release, validate, promote, prune. On failure everything the build made is
     removed and the error names the failing step. Without ``flavour``, builds every flavour
-    one after the other.
+    one after the other (a list of flavours: those). Prints each step as it starts and ends
+    with its duration, transfers with their bytes and rate, and at the end a summary (image,
+    size, duration of each step, what was pruned).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run ami.build flavour=debian-postgres
+        salt-run ami.build flavour='[debian-postgres, debian-redis]'
     """
-    pillar, ami = _pillar(flavour, definition)
-    if flavour:
-        return _reported(lambda: builds.build(__opts__, ami, flavour, _clients(pillar, cloud)))
-    with saltglue.salt_errors():
+    pillar, ami = _pillar(flavour if isinstance(flavour, str) else None, definition)
+    say = _say()
+    if isinstance(flavour, str):
+        with _printing(say):
+            return _reported(lambda: builds.build(__opts__, ami, flavour, _clients(pillar, cloud)))
+    with saltglue.salt_errors(), _printing(say):
         clients = _clients(pillar, cloud)
         results, failed = {}, []
-        for name in flavour_lib.names(ami):
+        for name in flavour or flavour_lib.names(ami):
             try:
                 results[name] = builds.build(__opts__, ami, name, clients)
             except saltglue.errors.AmiError as e:
                 results[name] = {"error": str(e)}
                 failed.append(name)
+                if say and not isinstance(e, StepFailed):
+                    # a flavour refused before its build began has no events to say so
+                    say(f"[{name}] not built: {e}")
         if failed:
             raise saltglue.CommandExecutionError(f"builds of {', '.join(failed)} failed", info=results)
         return results
@@ -68,8 +106,9 @@ def build(flavour=None, definition=None, cloud=None):
 
 def status(flavour, definition=None, cloud=None):
     """
-    Whether a flavour's newest image is up to date: the fingerprint it would have now and,
-    when no promoted image has it, what changed (base, SLS, pillar, salt, settings).
+    Whether a flavour's newest image is up to date: the fingerprint it would have now, the
+    base image it would start from, and, when no promoted image has that fingerprint, what
+    changed (base, SLS, pillar, salt, settings).
 
     CLI Example:
 
@@ -145,6 +184,73 @@ def cleanup(build=None, cloud=None):
     """
     pillar, ami = _pillar()
     return _reported(lambda: builds.cleanup(__opts__, ami, build, _clients(pillar, cloud)))
+
+
+def watch(build=None, wait=300, timeout=None):
+    """
+    Follow the builds that run on this master (orchestrated or not), and those that start
+    meanwhile, from its event bus until they end, printing what ``ami.build`` prints: each
+    step as it starts and ends, transfers, and a summary at the end of each build (image,
+    size, duration of each step, what was pruned). With ``build``, that build only (its
+    summary at once if it is over). With nothing running, waits up to ``wait`` seconds for a
+    build to start; ``timeout`` (seconds) stops watching builds that still run. Exits 1 when
+    a build it followed failed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ami.watch
+        salt-run ami.watch debian-postgres-20261121-101500-a1b2c3
+    """
+    say = _say() or (lambda line: None)
+    events = saltglue.master_events(__opts__)
+    followed = report.watch(events, builds.builds_dir(__opts__), say, build_id=build, wait=wait, timeout=timeout)
+    ended = followed["ended"]
+    if build and build not in ended and build not in followed["running"]:
+        __context__["retcode"] = 1
+        return {"Error": f"no build {build} ran on this master within {wait}s (no manifest in "
+                         f"{builds.builds_dir(__opts__)})", "retcode": 1}
+    if not ended and not followed["running"]:
+        say(f"no build ran, and none started within {wait}s")
+    if any(s["status"] != "done" for s in ended.values()):
+        __context__["retcode"] = 1
+    return {**{b: {k: s.get(k) for k in ("flavour", "status", "image", "error", "seconds")} for b, s in ended.items()},
+            **({"still_running": followed["running"]} if followed["running"] else {})}
+
+
+def packages(image, cloud=None):
+    """
+    The package manifest ({name: version}) of an image a build made, ``image`` given by name
+    (the newest of that name) or id: what its build recorded (checked against the hash the
+    image carries), from this master's build records and Glance.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ami.packages debian-postgres-20261121-101500
+    """
+    pillar, _ami = _pillar()
+    return _reported(lambda: images.packages(_clients(pillar, cloud), builds.builds_dir(__opts__), image))
+
+
+def diff(image_a, image_b, cloud=None):
+    """
+    What changed from image ``image_a`` to image ``image_b`` (names or ids): packages added,
+    removed, upgraded and downgraded (with both versions), and the parts of the fingerprint
+    that differ (base, SLS, pillar, salt and salt-ami versions, settings, with both values;
+    for the SLS, the files their builds used that differ), from this master's build records
+    and the images' properties in Glance.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ami.diff debian-postgres-20261120-090000 debian-postgres-20261121-101500
+    """
+    pillar, _ami = _pillar()
+    return _reported(lambda: images.diff(_clients(pillar, cloud), builds.builds_dir(__opts__), image_a, image_b))
 
 
 def _reported(call):

@@ -118,7 +118,8 @@ def main():
     rows += [("resident memory of all services", f"{sum(rss.values()):.0f} MiB"),
              ("boot → ACTIVE (base image, first boot from the driver's cache)", f"{b['active']:.1f} s"),
              ("boot → user-data has run (file written inside the instance)", f"{b['user_data']:.1f} s"),
-             (f"createImage → active, base image ({b['snapshot_bytes'] / 2**20:.0f} MiB raw)", f"{b['snapshot']:.1f} s")]
+             (f"createImage → active, base image ({b['snapshot_bytes'] / 2**20:.0f} MiB raw)",
+              f"{b['snapshot']:.1f} s")]
     body = "| what | figure |\n|---|---|\n" + "".join(f"| {w} | {v} |\n" for w, v in rows)
     body += "\nResident memory by service (MiB): " + ", ".join(
         f"{n} {v:.0f}" for n, v in sorted(rss.items(), key=lambda kv: -kv[1])) + "\n"

@@ -23,7 +23,8 @@ def write_section(name, title, body, command=None):
     DOC.parent.mkdir(exist_ok=True)
     text = DOC.read_text() if DOC.exists() else HEADER
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = (f"<!-- bench:{name} -->\n## {title}\n\n_{when}; {machine()}; `{command or f'python bench/{name}.py'}`_\n\n"
+    section = (f"<!-- bench:{name} -->\n## {title}\n\n"
+               f"_{when}; {machine()}; `{command or f'python bench/{name}.py'}`_\n\n"
                f"{body.strip()}\n<!-- /bench:{name} -->")
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda m: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"

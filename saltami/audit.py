@@ -26,7 +26,7 @@ import tempfile
 import time
 from typing import NamedTuple
 
-from . import disk, scrub
+from . import disk, imageformat, scrub
 from .errors import AmiError, InvalidArgument
 
 CHUNK = 1 << 20
@@ -182,6 +182,12 @@ def cloud_credentials(tree):
                 yield path, f"mentions {marker}"
 
 
+def random_seeds(tree):
+    # every clone would start from the same entropy (systemd saves a seed at shutdown)
+    for path in tree.nonempty_under(scrub.RANDOM_SEEDS):
+        yield path, "saved random seed"
+
+
 # (name, function(tree) -> (inside path, detail)...)
 CHECKS = (
     ("SSH host keys", ssh_host_keys),
@@ -193,6 +199,7 @@ CHECKS = (
     ("cloud-init instance data", cloud_init),
     ("DHCP leases", dhcp_leases),
     ("cloud credentials", cloud_credentials),
+    ("random seeds", random_seeds),
 )
 SECRET_IN_FILE = "build secret in a file"
 SECRET_IN_BYTES = "build secret in the image's bytes"
@@ -251,10 +258,6 @@ class Opened(NamedTuple):
     skipped: list       # partitions not mounted, and why
 
 
-def image_format(path):
-    return json.loads(disk.run("qemu-img", "info", "-U", "--output=json", path))["format"]
-
-
 @functools.lru_cache(maxsize=None)
 def _kernel_filesystems():
     with open("/proc/filesystems") as f:
@@ -267,16 +270,18 @@ MOUNT_OPTIONS = {"ext3": ("ro", "noload"), "ext4": ("ro", "noload"), "xfs": ("ro
 
 
 @contextlib.contextmanager
-def opened(image, workdir=None):
+def opened(image, workdir=None, claimed=None):
     """Every filesystem of ``image`` mounted read-only (an Opened); everything made on the
     way (temporary raw copy, loop devices, mounts) goes at the end, also on error or Ctrl-C.
-    A qcow2 (or any non-raw format) is first converted to a sparse temporary raw."""
+    A qcow2 is first converted to a sparse temporary raw. Before anything, the image must
+    pass the format inspector's safety check (imageformat.py), as ``claimed`` if given (raw
+    or qcow2: a Glance image's disk_format, for one downloaded from Glance)."""
     if not os.path.isfile(image):
         raise InvalidArgument(f"image {image!r} is not a file")
+    fmt = imageformat.check(image, claimed)
     with contextlib.ExitStack() as undo:
         tmp = tempfile.mkdtemp(prefix="ami-audit-", dir=workdir)
         undo.callback(os.rmdir, tmp)
-        fmt = image_format(image)
         raw = image
         if fmt != "raw":
             raw = os.path.join(tmp, "disk.raw")
@@ -340,10 +345,11 @@ def _needles(secrets):
     return needles
 
 
-def audit(image, secrets=None, kernel=None, ramdisk=None, workdir=None):
+def audit(image, secrets=None, kernel=None, ramdisk=None, workdir=None, disk_format=None):
     """Audit ``image`` (module doc) for the CHECKS and for ``secrets`` (a mapping label ->
     value, or a list of values; findings name the label, never the value). ``kernel`` and
-    ``ramdisk`` (an AMI triplet's) are searched for the secrets only.
+    ``ramdisk`` (an AMI triplet's) are searched for the secrets only. ``disk_format`` is the
+    format the image claims (raw or qcow2: a Glance image's, for one downloaded from Glance).
 
     Returns {"image", "format", "filesystems", "skipped", "findings": [{check, where,
     detail}], "bytes_searched", "seconds"}. Raises AuditError when the image cannot be opened."""
@@ -351,7 +357,7 @@ def audit(image, secrets=None, kernel=None, ramdisk=None, workdir=None):
     secret_needles = _needles(secrets)
     markers = {"private key": PRIVATE_KEY, **CLOUD_CREDENTIAL}
     findings = []
-    with opened(image, workdir) as img:
+    with opened(image, workdir, claimed=disk_format) as img:
         several = len(img.filesystems) > 1
         for name, _, _, mnt in img.filesystems:
             tree = Tree(name if several else None, mnt, {**markers, **secret_needles})

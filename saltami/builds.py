@@ -3,7 +3,7 @@
 come through here."""
 import os
 
-from . import flavour, pipeline
+from . import flavour, pipeline, report
 from .errors import InvalidArgument
 from .pipeline import claims
 from .pipeline.context import Context
@@ -38,15 +38,8 @@ def context(opts, pillar_ami, flavour_name, clients):
 
 
 def summary(build):
-    d = build.data
-    return {"build": d["id"], "flavour": d["flavour"], "status": d["status"],
-            "fingerprint": d.get("fingerprint"), "nothing_to_do": d.get("nothing_to_do"),
-            "image": d["outputs"].get("image"), "error": d.get("error"), "manifest": str(build.path),
-            "pruned": d.get("pruned"),
-            # a chroot bake's provision says which services it enabled at boot instead of
-            # starting them, and which processes it stopped (pipeline/chroot_provision.py)
-            "steps": [{k: s.get(k) for k in ("name", "status", "seconds", "error", "services", "stopped")
-                       if s.get(k) is not None} for s in d["steps"]]}
+    """What salt-run ami.build, ami.present and the end event say of a build (report.py)."""
+    return report.summary(build)
 
 
 def build(opts, pillar_ami, flavour_name, clients, build_id=None):
@@ -101,7 +94,7 @@ def status(opts, pillar_ami, flavour_name, clients):
     from .pipeline import resolve
 
     ctx = context(opts, pillar_ami, flavour_name, clients)
-    _base, parts, fingerprint, render = resolve.current(ctx)
+    base, parts, fingerprint, render = resolve.current(ctx)
     promoted = provenance.find_promoted(clients, flavour_name)
     current = next((i for i in promoted if i.get("ami_fingerprint") == fingerprint), None)
     newest = promoted[0] if promoted else None
@@ -120,6 +113,8 @@ def status(opts, pillar_ami, flavour_name, clients):
                 f"{newest.get('ami_build')} has no manifest here)"]
         why = why or ["the flavour's settings changed"]
     return {"flavour": flavour_name, "fingerprint": fingerprint, "up_to_date": current is not None,
+            # the base a build would start from now
+            "base": {key: base[key] for key in ("id", "name", "path") if base.get(key)},
             "image": current and {"id": current["id"], "name": current["name"]},
             "newest": newest and {"id": newest["id"], "name": newest["name"],
                                   "fingerprint": newest.get("ami_fingerprint")},

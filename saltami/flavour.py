@@ -80,10 +80,16 @@ REPLACED = ("base",)
 TIMEOUTS = {"boot": 600, "minion": 300, "apply": 1800, "snapshot": 1800, "validate": 900, "claim": 3600}
 
 # The keys that change what the image holds or how it boots. The others only change how it
-# is published (image_name, visibility, members, tags, keep, description), how the builder
+# is published (image_name, visibility, members, tags, keep, prune_shared, description), how the builder
 # is reached (networks, key_name, security_groups, master, timeouts) or how it is tested.
 # base and pillar enter the fingerprint as the base image's id and hash and the pillar's hash.
-IMAGE_KEYS = ("sls", "strategy", "volume_size", "flavor", "properties", "min_disk", "min_ram", "outputs")
+# What becomes of salt in the image: kept as it is; the image's own minion service disabled
+# (no clone starts a minion of its own at boot); or what the build installed removed
+SALT_IN_IMAGE = ("disable", "keep", "remove")
+# What pruning does to an image other projects may use (visibility shared, community, public)
+PRUNE_SHARED = ("hide", "deactivate", "delete")
+IMAGE_KEYS = ("sls", "strategy", "volume_size", "flavor", "properties", "min_disk", "min_ram", "outputs",
+              "salt", "master_pillar")
 
 
 # ------------------------------------------------------------------------------ problems
@@ -360,6 +366,12 @@ def _directory(value, where):
     return value
 
 
+def _url(value, where):
+    if not isinstance(value, str) or not re.fullmatch(r"(https?|socks5h?)://[^\s/]+(:\d+)?/?", value):
+        raise _bad(f"{_describe(value)} is not a proxy URL", "http://HOST:PORT, https://HOST:PORT")
+    return value
+
+
 def _nested(fields):
     return lambda value, where: _fields(value, fields, where)
 
@@ -401,10 +413,15 @@ FIELDS = {
     "visibility": ("private", _choice(VISIBILITIES)),
     "members": ([], _strings),
     "keep": (3, _integer(1)),
+    "prune_shared": ("hide", _choice(PRUNE_SHARED)),
     "min_disk": (None, _integer(0)),
     "min_ram": (None, _integer(0)),
     "test": ({}, _nested(TEST_FIELDS)),
     "master": (None, _text),
+    "master_pillar": (False, _boolean),
+    "proxy": (None, _url),
+    "config_drive": (None, _boolean),
+    "salt": ("disable", _choice(SALT_IN_IMAGE)),
     "timeouts": ({}, _nested({key: (seconds, _integer(1)) for key, seconds in TIMEOUTS.items()})),
 }
 

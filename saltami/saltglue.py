@@ -3,11 +3,10 @@ session per call chain, Salt's exceptions for the library's, and progress on the
 The only library module that imports salt."""
 import contextlib
 import logging
-import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from . import errors
+from . import errors, report
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +41,19 @@ def clients(context, config_get, cloud=None):
 
 
 @contextlib.contextmanager
-def salt_errors():
+def salt_errors(usage=True):
     """Bad input becomes SaltInvocationError, everything else the library raises
-    CommandExecutionError, so Salt reports them as such without a traceback."""
+    CommandExecutionError, so Salt reports them as such without a traceback. Salt takes a
+    SaltInvocationError for arguments that do not fit the function and prints its usage
+    after the message; with ``usage=False`` bad input is a CommandExecutionError too, for
+    functions whose bad input is a definition (a flavour in pillar), where the usage text
+    would only bury the message (salt-call exits 1 with the message alone)."""
     try:
         yield
     except errors.InvalidArgument as e:
-        raise SaltInvocationError(str(e)) from None
+        if usage:
+            raise SaltInvocationError(str(e)) from None
+        raise CommandExecutionError(str(e)) from None
     except errors.AmiError as e:
         raise CommandExecutionError(str(e)) from None
 
@@ -56,16 +61,26 @@ def salt_errors():
 def progress_reporter(send_event, tag, what):
     """A ``progress(done, total)`` callback (the library already calls it sparingly) that
     logs and fires ``tag`` on the event bus."""
-    start = time.monotonic()
+    return report.transfer_progress(send_event, tag, what)
 
-    def report(done, total):
-        pct = 100.0 * done / total if total else 100.0
-        rate = done / max(time.monotonic() - start, 1e-6) / 2**20
-        log.info("%s: %d/%d bytes (%.0f%%, %.1f MiB/s)", what, done, total, pct, rate)
-        send_event(tag, {"what": what, "bytes": done, "total": total, "percent": round(pct, 1),
-                         "mib_per_s": round(rate, 1)})
 
-    return report
+def master_events(opts, prefix="salt/ami/", tick=1.0):
+    """The master's events whose tag starts with ``prefix``, as (tag, data), and None after
+    each ``tick`` seconds without one; subscribed now, so that none fired from now on is
+    missed by the time they are read."""
+    import salt.utils.event
+
+    bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+
+    def events():
+        try:
+            while True:
+                event = bus.get_event(wait=tick, tag=prefix, full=True)
+                yield (event["tag"], event["data"]) if event else None
+        finally:
+            bus.destroy()
+
+    return events()
 
 
 def config_getter(opts, pillar):

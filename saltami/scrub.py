@@ -7,7 +7,7 @@ so the snapshot stays small.
 Standard library only, and nothing from the rest of saltami: builders that lack the library
 get this file alone and run it as a script (salt/formulas/ami/scrub.sls):
 
-    python3 scrub.py --root / [--no-trim] [--dry-run] [--json]
+    python3 scrub.py --root / [--no-trim] [--salt disable|keep|remove] [--dry-run] [--json]
 
 ``root`` may be the mount point of an image rather than the running system. Every path is
 looked up as it would be after chroot(root): a symlink inside the image is followed only
@@ -15,12 +15,15 @@ within root, and the last component of what is removed is never followed (a
 /root/.bash_history -> /dev/null link goes as a link)."""
 import argparse
 import errno
+import fcntl
 import fnmatch
 import json
+import mmap
 import os
 import re
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -53,6 +56,42 @@ WantedBy=multi-user.target
 # whatever ssh_deletekeys says (that option only decides whether it deletes existing ones
 # first), so the unit is needed only where that module does not run
 CLOUD_INIT_SSH_MODULE = re.compile(r"""^\s*-\s*\[?\s*["']?ssh["']?\s*([,\]#].*)?$""", re.M)
+
+
+# What becomes of salt in the image (the flavour's `salt` key): its minion service stays
+# enabled (keep), is disabled so that no clone starts a minion of its own at boot (disable),
+# or what the build installed to run salt is removed as well (remove)
+SALT_CHOICES = ("disable", "keep", "remove")
+SALT_MINION_SERVICE = ("/etc/systemd/system/*.wants/salt-minion.service",
+                       "/etc/systemd/system/*.wants/salt-minion@*.service", "/etc/rc[2-5].d/S[0-9][0-9]salt-minion")
+# what the builder's salt bootstrap installed (saltami/pipeline/minion_server.py writes it)
+SALT_INSTALLED = "/run/salt-ami/installed"
+
+# The last thing a running builder does is shut down, and the shutdown writes after the scrub:
+# systemd-random-seed saves a seed that every clone would share, systemd-update-utmp a record
+# in wtmp, a DHCP client its lease, journald and services their last lines. A unit that lives
+# in /run (so never in the image) scrubs again once those are written: its ExecStop runs after
+# theirs, since it is ordered before them, and before the filesystems go read-only.
+SHUTDOWN_UNIT = "ami-scrub-at-shutdown.service"
+SHUTDOWN_SCRIPT = "/run/salt-ami-scrub.py"
+SHUTDOWN_UNIT_TEXT = """\
+# Installed by salt-ami's scrub, in /run: it never reaches the image
+[Unit]
+Description=salt-ami: scrub what the shutdown wrote, before the image is taken
+DefaultDependencies=no
+Conflicts=shutdown.target
+Before=shutdown.target systemd-random-seed.service systemd-update-utmp.service systemd-journal-flush.service
+# and after the network is down: a DHCP client writes its lease as it lets go
+Before=network-pre.target networking.service systemd-networkd.service NetworkManager.service
+RequiresMountsFor=/var/lib /var/log
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop={python} {script} --root / --no-trim --at-shutdown --salt {salt}
+TimeoutStopSec=300
+"""
 
 
 class ScrubError(Exception):
@@ -280,6 +319,7 @@ CLOUD_INIT_STATE = ("/var/lib/cloud/instances", "/var/lib/cloud/instance", "/var
 DHCP_LEASES = ("/var/lib/dhcp/*.leases", "/var/lib/dhclient/*", "/var/lib/NetworkManager/*.lease",
                "/run/systemd/netif/leases/*")
 AUTHORIZED_KEYS = tuple(f"{home}/.ssh/authorized_keys" for home in HOMES)
+RANDOM_SEEDS = ("/var/lib/systemd/random-seed", "/var/lib/urandom/random-seed")
 
 # One line per rule: (what, action, patterns). Patterns are paths inside root with shell
 # wildcards; one starting with "!" takes its matches out of the rule's. Order matters where
@@ -295,7 +335,7 @@ RULES = (
     ("udev persistent net rules", remove, ("/etc/udev/rules.d/70-persistent-net.rules",)),
     ("per-machine secrets of systemd and NetworkManager", remove,
      ("/var/lib/systemd/credential.secret", "/var/lib/NetworkManager/secret_key")),
-    ("random seeds", remove, ("/var/lib/systemd/random-seed", "/var/lib/urandom/random-seed")),
+    ("random seeds", remove, RANDOM_SEEDS),
     ("journal", empty_dir, ("/var/log/journal",)),
     ("logs", truncate_logs, ("/var/log",)),
     ("shell and tool histories", remove, tuple(f"{home}/{name}" for home in HOMES for name in HISTORIES)),
@@ -378,7 +418,191 @@ def ensure_hostkeys_at_first_boot(root, dry_run=False):
     return {"installed": [unit, link], "reason": "openssh-server without cloud-init: keys are made at first boot"}
 
 
+# ----------------------------------------------------------------------------- salt in the image
+def disable_salt_minion(root, dry_run, done):
+    """The image's own salt-minion service no longer starts at boot: a clone would start a
+    minion that the image's master (or DNS name "salt") does not expect, or worse, accepts."""
+    return _apply(root, ("the image's salt-minion service (disabled at boot)", remove, SALT_MINION_SERVICE),
+                  dry_run, done)
+
+
+def installed_by_build(root):
+    """What the builder's salt bootstrap recorded it installed: {"directory": [...], "file":
+    [...], "package": [...]} (only on the running builder: the record is on its /run)."""
+    found = {"directory": [], "file": [], "package": []}
+    if root != "/":
+        return found
+    try:
+        with open(SALT_INSTALLED) as f:
+            for line in f:
+                kind, _, value = line.strip().partition(" ")
+                if kind in found and value:
+                    found[kind].append(value)
+    except FileNotFoundError:
+        pass
+    return found
+
+
+def remove_installed_salt(root, dry_run, done):
+    """Remove what the build installed to run salt where the base had none."""
+    installed = installed_by_build(root)
+    report = _apply(root, ("salt installed by the build", remove,
+                           tuple(installed["directory"] + installed["file"])), dry_run, done)
+    report["packages"] = installed["package"]
+    if installed["package"] and not dry_run:
+        r = subprocess.run(["apt-get", "purge", "-y", "-q", *installed["package"]], capture_output=True, text=True,
+                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        if r.returncode:
+            report.setdefault("errors", []).append(f"apt-get purge {' '.join(installed['package'])}: "
+                                                   f"{(r.stderr or r.stdout).strip()[-300:]}")
+    return report
+
+
+def _own_source():
+    """This script's text, read before the scrub empties /tmp, where salt's cmd.script puts it."""
+    with open(os.path.abspath(__file__), encoding="utf-8") as f:
+        return f.read()
+
+
+def arm_shutdown_scrub(root, salt, source, dry_run=False):
+    """On a running systemd system, a unit in /run that scrubs again at shutdown, once the
+    shutdown has written its last (SHUTDOWN_UNIT_TEXT says why), with this script's
+    ``source``; nothing elsewhere."""
+    if root != "/" or not os.path.isdir("/run/systemd/system"):
+        return {"armed": False, "reason": "not a running systemd system"}
+    if dry_run:
+        return {"armed": False, "reason": "dry run"}
+    fd = os.open(SHUTDOWN_SCRIPT, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o700)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(source)
+    unit = os.path.join("/run/systemd/system", SHUTDOWN_UNIT)
+    with open(unit, "w") as f:
+        f.write(SHUTDOWN_UNIT_TEXT.format(python=sys.executable or "/usr/bin/python3", script=SHUTDOWN_SCRIPT,
+                                          salt=salt))
+    for cmd in (["systemctl", "daemon-reload"], ["systemctl", "start", SHUTDOWN_UNIT]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            raise ScrubError(f"{' '.join(cmd)}: {(r.stderr or r.stdout).strip()}")
+    return {"armed": True, "unit": unit}
+
+
 # ----------------------------------------------------------------------------- trim
+# Whether discard really frees: a file of a known pattern is written, its blocks located
+# (FIEMAP), the file deleted; after fstrim those blocks are read from the device itself. A
+# disk that honours discard (a loop device, qcow2 or RBD with discard on) reads zeros there;
+# one that ignores it, as a default nova does, still holds the pattern, and deleted files
+# would ship in the image: then the free space is zero-filled.
+FS_IOC_FIEMAP = 0xC020660B
+FIEMAP_FLAG_SYNC = 0x1
+# unknown, delayed, encoded, encrypted, not aligned, inline, shared...: no plain block range
+FIEMAP_UNUSABLE = 0x2 | 0x4 | 0x8 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800
+FIEMAP_HEADER = struct.Struct("=QQIIII")
+FIEMAP_EXTENT = struct.Struct("=QQQQQI3I")
+PROBE_BYTES = 4 << 20
+PROBE_PATTERN = b"salt-ami discard probe: these bytes must read as zeros once discarded\n"
+# filesystems whose FIEMAP gives offsets on the device they are on
+PROBE_FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs")
+
+
+def _unescape(field):
+    return re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mounted_device(root):
+    """(device node, fstype) of the filesystem mounted at root, or None."""
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if _unescape(fields[4]) == root:
+                sep = fields.index("-")
+                found = (fields[2], _unescape(fields[sep + 2]), fields[sep + 1])
+    if found is None:
+        return None
+    dev_id, source, fstype = found
+    if not (source.startswith("/dev/") and os.path.exists(source)):
+        try:
+            with open(f"/sys/dev/block/{dev_id}/uevent") as f:
+                name = dict(line.strip().split("=", 1) for line in f if "=" in line).get("DEVNAME")
+            source = f"/dev/{name}"
+        except (OSError, ValueError):
+            return None
+    return source, fstype
+
+
+def _extents(fd, count=256):
+    buf = bytearray(FIEMAP_HEADER.size + FIEMAP_EXTENT.size * count)
+    FIEMAP_HEADER.pack_into(buf, 0, 0, 0xFFFFFFFFFFFFFFFF, FIEMAP_FLAG_SYNC, 0, count, 0)
+    fcntl.ioctl(fd, FS_IOC_FIEMAP, buf)
+    mapped = FIEMAP_HEADER.unpack_from(buf, 0)[3]
+    extents = []
+    for i in range(mapped):
+        _logical, physical, length, _r1, _r2, flags, *_ = FIEMAP_EXTENT.unpack_from(
+            buf, FIEMAP_HEADER.size + i * FIEMAP_EXTENT.size)
+        extents.append((physical, length, flags))
+    return extents
+
+
+class DiscardProbe:
+    """``prepare()`` before fstrim, ``verdict()`` after: (True, why) when the discarded
+    blocks read as zeros, else (False, why)."""
+
+    def __init__(self, root):
+        self.root, self.device, self.extents, self.problem = root, None, [], None
+
+    def prepare(self):
+        found = _mounted_device(self.root)
+        if found is None:
+            self.problem = f"no block device found under {self.root}"
+            return self
+        self.device, fstype = found
+        if fstype not in PROBE_FILESYSTEMS:
+            self.problem = f"cannot locate the blocks of a file on {fstype}"
+            return self
+        data = (PROBE_PATTERN * (PROBE_BYTES // len(PROBE_PATTERN) + 1))[:PROBE_BYTES]
+        fd, path = tempfile.mkstemp(prefix=".ami-discard-probe-", dir=self.root)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+            self.extents = _extents(fd)
+        except OSError as e:
+            self.problem = f"probe file: {e.strerror or e}"
+        finally:
+            os.close(fd)
+            os.unlink(path)
+        os.sync()  # the deletion committed: its blocks are free for fstrim
+        if not self.problem and (not self.extents or any(flags & FIEMAP_UNUSABLE for _p, _l, flags in self.extents)):
+            self.problem = "the probe file's blocks cannot be located"
+        return self
+
+    def verdict(self):
+        if self.problem:
+            return False, self.problem
+        page = mmap.PAGESIZE
+        buf = mmap.mmap(-1, 1 << 20)  # page-aligned, as O_DIRECT wants
+        try:
+            fd = os.open(self.device, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+        except OSError as e:
+            return False, f"cannot read {self.device}: {e.strerror}"
+        try:
+            for physical, length, _flags in self.extents:
+                start, end = physical - physical % page, physical + length
+                while start < end:
+                    size = os.preadv(fd, [buf], start)
+                    if size <= 0:
+                        break
+                    if buf[:size].count(0) != size:
+                        return False, (f"{self.device} still holds the data of a deleted file after fstrim "
+                                       "(the disk ignores discard)")
+                    start += size
+        except OSError as e:
+            return False, f"cannot read {self.device}: {e.strerror}"
+        finally:
+            os.close(fd)
+            buf.close()
+        return True, f"discarded blocks of {self.device} read as zeros"
+
+
 def zero_fill(root, cap=None):
     """Write zeros to a file under root until the filesystem is full (or ``cap`` bytes),
     then delete it: the freed blocks of deleted files read as zeros, which image
@@ -416,42 +640,64 @@ def trim_free_space(root, dry_run=False, zero_fill_cap=None):
         return {"method": "fstrim", "bytes": 0, "detail": "dry run (zero-fill if fstrim is not possible)"}
     fstrim = shutil.which("fstrim", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
     if fstrim:
+        probe = DiscardProbe(root).prepare()
         r = subprocess.run([fstrim, "-v", root], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            universal_newlines=True, env=dict(os.environ, LC_ALL="C"))
         if r.returncode == 0:
             trimmed = re.search(r"\((\d+) bytes\)", r.stdout)
-            return {"method": "fstrim", "bytes": int(trimmed.group(1)) if trimmed else None,
-                    "detail": r.stdout.strip()}
-        why = r.stderr.strip() or f"fstrim exited {r.returncode}"
+            freed, why = probe.verdict()
+            if freed:
+                return {"method": "fstrim", "bytes": int(trimmed.group(1)) if trimmed else None,
+                        "detail": f"{r.stdout.strip()}; {why}"}
+            why = f"fstrim ran ({r.stdout.strip()}) but freeing cannot be shown: {why}"
+        else:
+            why = f"fstrim not possible: {r.stderr.strip() or f'fstrim exited {r.returncode}'}"
     else:
-        why = "fstrim is not installed"
-    return {"method": "zero-fill", "bytes": zero_fill(root, zero_fill_cap), "detail": f"fstrim not possible: {why}"}
+        why = "fstrim not possible: fstrim is not installed"
+    return {"method": "zero-fill", "bytes": zero_fill(root, zero_fill_cap), "detail": why}
 
 
 # ----------------------------------------------------------------------------- scrub
-def scrub(root="/", trim=True, dry_run=False, zero_fill_cap=None):
+def scrub(root="/", trim=True, dry_run=False, zero_fill_cap=None, salt="disable", at_shutdown=False):
     """Scrub ``root`` (the running system, or the mount point of an image): apply RULES,
-    make sure sshd gets host keys at first boot, then trim the free space unless ``trim``
-    is false. ``dry_run`` reports what would go and changes nothing.
+    handle salt in the image as ``salt`` says (SALT_CHOICES), make sure sshd gets host keys
+    at first boot, then trim the free space unless ``trim`` is false. On a running systemd
+    system, arm a scrub at shutdown of what the shutdown writes (``at_shutdown`` is that
+    scrub itself). ``dry_run`` reports what would go and changes nothing.
 
     Returns {"root", "dry_run", "items": [one report per rule], "bytes", "ssh_hostkeys",
-    "trim"}. Raises InvalidRoot, or ScrubError (with ``report``) when anything could not be
-    removed."""
+    "at_shutdown", "trim"}. Raises InvalidRoot, or ScrubError (with ``report``) when
+    anything could not be removed."""
     if not os.path.isdir(root):
         raise InvalidRoot(f"root {root} does not exist or is not a directory")
+    if salt not in SALT_CHOICES:
+        raise InvalidRoot(f"salt {salt!r} is not one of {', '.join(SALT_CHOICES)}")
     root = os.path.realpath(root)
+    source = _own_source() if root == "/" and not at_shutdown else None
     done = set()
     items = [_apply(root, rule, dry_run, done) for rule in RULES]
-    report = {"root": root, "dry_run": dry_run, "items": items, "bytes": sum(i["bytes"] for i in items)}
+    if salt != "keep":
+        items.append(disable_salt_minion(root, dry_run, done))
+    report = {"root": root, "dry_run": dry_run, "items": items}
     errors = [f"{i['description']}: {e}" for i in items for e in i.get("errors", ())]
     try:
         report["ssh_hostkeys"] = ensure_hostkeys_at_first_boot(root, dry_run)
     except OSError as e:
         errors.append(f"SSH host key unit: {e}")
+    if not at_shutdown and not errors:
+        try:
+            report["at_shutdown"] = arm_shutdown_scrub(root, salt, source, dry_run)
+        except (OSError, ScrubError) as e:
+            errors.append(f"scrub at shutdown: {e}")
+    # the builder's minion runs from what the build installed: it goes at shutdown if it can
+    if salt == "remove" and (at_shutdown or not report.get("at_shutdown", {}).get("armed")):
+        items.append(remove_installed_salt(root, dry_run, done))
+        errors += [f"{items[-1]['description']}: {e}" for e in items[-1].get("errors", ())]
+    report["bytes"] = sum(i["bytes"] for i in items)
     if errors:
         # an image that is not clean must not be built: no time goes into trimming it
         raise ScrubError(f"scrub of {root} incomplete: " + "; ".join(errors), report)
-    report["trim"] = (trim_free_space(root, dry_run, zero_fill_cap) if trim
+    report["trim"] = (trim_free_space(root, dry_run, zero_fill_cap) if trim and not at_shutdown
                       else {"method": None, "bytes": 0, "detail": "not asked"})
     return report
 
@@ -467,6 +713,8 @@ def _summary(report):
         hostkeys = report["ssh_hostkeys"]
         lines.append(f"SSH host keys at first boot: {', '.join(hostkeys['installed']) or 'no unit'} "
                      f"({hostkeys['reason']})")
+    if report.get("at_shutdown", {}).get("armed"):
+        lines.append(f"scrub at shutdown: {report['at_shutdown']['unit']}")
     if "trim" in report:
         lines.append(f"trim: {report['trim']['method'] or 'none'}, {report['trim']['bytes']} bytes "
                      f"({report['trim']['detail']})")
@@ -481,10 +729,16 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--zero-fill-cap", type=int, metavar="BYTES",
                         help="write at most this many zeros when fstrim is not possible")
+    parser.add_argument("--salt", choices=SALT_CHOICES, default="disable",
+                        help="salt in the image: its minion service disabled at boot (default), kept, or what "
+                             "the build installed removed")
+    parser.add_argument("--at-shutdown", action="store_true",
+                        help="the scrub at shutdown that a scrub of a running system arms (internal)")
     args = parser.parse_args(argv)
     show = (lambda r: json.dumps(r, indent=2)) if args.json else _summary
     try:
-        report = scrub(args.root, trim=args.trim, dry_run=args.dry_run, zero_fill_cap=args.zero_fill_cap)
+        report = scrub(args.root, trim=args.trim, dry_run=args.dry_run, zero_fill_cap=args.zero_fill_cap,
+                       salt=args.salt, at_shutdown=args.at_shutdown)
     except ScrubError as e:
         if e.report is not None:
             print(show(e.report))

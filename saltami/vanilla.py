@@ -38,7 +38,9 @@ DEFAULT_RELEASE = "debian-12"
 CACHE = os.path.join(chroot.CACHEDIR, "vanilla")
 # installed with apt after debootstrap's minbase: debootstrap's own resolver misses
 # dependencies on virtual packages (python3-cryptography's on the cffi backend)
-PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "cloud-init",
+# dbus: without it systemd-logind does not run, and nothing acts on the ACPI power button
+# that a cloud's stop (and a clean snapshot) presses
+PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "dbus", "cloud-init",
             "ifupdown", "isc-dhcp-client", "openssh-server", "ca-certificates", "e2fsprogs",
             "procps", "iproute2", "zstd")
 BOOTLOADER = "grub-pc"
@@ -116,6 +118,7 @@ def ensure(release=DEFAULT_RELEASE, cache=CACHE, force=False):
     with locked(image.parent / f"{release}.lock"):
         # another caller may have built it while this one waited
         if force or not image.exists():
+            log.info("making the vanilla %s image, once (a few minutes; cached in %s)", release, image.parent)
             build(release, image)
     return image
 
@@ -173,6 +176,7 @@ def in_chroot(root, *cmd):
 
 @contextlib.contextmanager
 def timed(timings, name):
+    log.info("vanilla image: %s...", name)
     started = time.monotonic()
     yield
     timings[name] = round(time.monotonic() - started, 1)
@@ -260,6 +264,9 @@ def configure(root, release, suite):
     (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n"
                                "::1\tlocalhost ip6-localhost ip6-loopback\n")
     (etc / "fstab").write_text(f"LABEL={LABEL} / ext4 defaults,errors=remount-ro 0 1\n")
+    # the locale every Debian has; without one cloud-init's locale module wants en_US.UTF-8,
+    # which minbase cannot generate, and fails
+    (etc / "default/locale").write_text("LANG=C.UTF-8\n")
     (etc / "network").mkdir(exist_ok=True)
     (etc / "network/interfaces").write_text(INTERFACES)
     mirror = debian_mirror(suite)
@@ -280,7 +287,8 @@ def install_bootloader(root, device):
     config = Path(root, "boot/grub/grub.cfg").read_text()
     if f"root=LABEL={LABEL}" not in config or "/dev/loop" in config:
         raise VanillaError("grub.cfg does not find the root by its label: "
-                           + "; ".join(line.strip() for line in config.splitlines() if "linux\t" in line or "linux " in line))
+                           + "; ".join(line.strip() for line in config.splitlines()
+                                       if "linux\t" in line or "linux " in line))
 
 
 def main(argv=None):

@@ -15,6 +15,14 @@ RUN = f"saltami-test-{uuid.uuid4().hex[:8]}"
 MiB = 1 << 20
 # a flavour (tests/integration/conftest.py) only this run builds: other sessions build on the same cloud
 RUN_FLAVOUR = f"amitest-{RUN[-8:]}"
+# a nova flavor with no root disk, as Ceph-backed clouds have (tests/integration/test_volume_backed.py
+# makes it), and a flavour of this run's whose builder boots with it
+ZERO_DISK_FLAVOR = f"{RUN}-zerodisk"
+ZERO_DISK_FLAVOUR = f"amitest-zd-{RUN[-8:]}"
+# the real guests' base image (tests/localcloud/guestimage.py) in Glance, and the secret that
+# their builds write to the disk and delete
+GUEST_IMAGE = "localcloud-debian12-guest"
+GUEST_SECRET = f"guest-secret-{RUN}"
 
 
 def inventory(clients, fragment, minion_keys=(), server_ids=()):
@@ -44,17 +52,19 @@ def leftovers(clients, prefix):
     return [i for ids in inventory(clients, prefix).values() for i in ids]
 
 
-NOTHING = {"servers": [], "volumes": [], "images": [], "keys": []}
+NOTHING = {"servers": [], "volumes": [], "snapshots": [], "images": [], "keys": []}
 
 
 def cloud_inventory(clients, salt_key, match=""):
-    """What a build could leave behind: servers, volumes, images, minion keys; with ``match``,
+    """What a build could leave behind: servers, volumes, volume snapshots (nova's createImage
+    of a server booted from a volume makes one), images, minion keys; with ``match``,
     only those whose name holds it (a flavour or build of the test's own), as other
     sessions build on the same cloud."""
     keys = json.loads(salt_key.run("--list-all", "--out=json").stdout)
     return {
         "servers": sorted(s.id for s in clients.nova.servers.list() if match in s.name),
         "volumes": sorted(v.id for v in clients.cinder.volumes.list() if match in (v.name or "")),
+        "snapshots": sorted(s.id for s in clients.cinder.volume_snapshots.list() if match in (s.name or "")),
         "images": sorted(i["id"] for i in clients.glance.images.list(filters={"visibility": "all"})
                          if match in (i.get("name") or "") or match == i.get("ami_flavour", "")),
         "keys": sorted(k for ks in keys.values() for k in ks if k.startswith("ami-") and match in k),

@@ -4,7 +4,6 @@ Volumes are returned as the dicts Cinder's API gives (``id``, ``name``, ``status
 ``attachments``, ``volume_image_metadata``, ...).
 """
 import logging
-import math
 import time
 
 from ..errors import CloudError, InvalidArgument, NotFound, ResourceFailed, Timeout
@@ -102,20 +101,19 @@ def wait_status(clients, volume_id, status, timeout=CREATE_TIMEOUT):
                     describe=lambda v: "gone" if v is None else f"status {v['status']}")
 
 
-def _min_gib(image):
+def min_gib(image):
     """The smallest volume that holds the image: its size or virtual size rounded up to
     GiB, or its min_disk if larger."""
-    size = max(image.get("size") or 0, image.get("virtual_size") or 0)
-    return max(math.ceil(size / GiB), image.get("min_disk") or 0)
+    return max(glance.disk_gib(image), image.get("min_disk") or 0)
 
 
 def _check_size(size, image):
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise InvalidArgument(f"volume size must be a positive whole number of GiB, not {size!r}")
-    if image is not None and size < _min_gib(image):
+    if image is not None and size < min_gib(image):
         raise InvalidArgument(
             f"a {size} GiB volume cannot hold image {image['id']} ({image.get('name')}): it needs "
-            f"{_min_gib(image)} GiB (size {image.get('size')} bytes, virtual size "
+            f"{min_gib(image)} GiB (size {image.get('size')} bytes, virtual size "
             f"{image.get('virtual_size')}, min_disk {image.get('min_disk')} GiB)")
 
 
@@ -146,9 +144,10 @@ def _zones(clients):
 
 
 def create(clients, size, name=None, image=None, volume_type=None, availability_zone=None,
-           metadata=None, wait=True, timeout=CREATE_TIMEOUT):
+           metadata=None, wait=True, timeout=CREATE_TIMEOUT, snapshot=None):
     """Create a volume of ``size`` GiB, empty or holding ``image`` (an id, name or filter as
-    glance.find_image takes); with ``wait``, wait until it is available.
+    glance.find_image takes) or the cinder ``snapshot`` (an id); with ``wait``, wait until it
+    is available.
 
     The size must hold the image (its size or virtual size rounded up to GiB, and its
     min_disk). A volume that goes to "error" is deleted and ResourceFailed raised with its id,
@@ -161,6 +160,12 @@ def create(clients, size, name=None, image=None, volume_type=None, availability_
     check_timeout(timeout)
     found = glance.find_image(clients, image) if image is not None else None
     _check_size(size, found)
+    if snapshot is not None:
+        if found is not None:
+            raise InvalidArgument("a volume is made from an image or from a snapshot, not both")
+        source = show_snapshot(clients, snapshot)
+        if size < source["size"]:
+            raise InvalidArgument(f"a {size} GiB volume cannot hold snapshot {snapshot} of {source['size']} GiB")
     if volume_type is not None:
         check_str("volume_type", volume_type)
         _check_known(clients, "volume type", volume_type, lambda: _volume_types(clients))
@@ -175,10 +180,11 @@ def create(clients, size, name=None, image=None, volume_type=None, availability_
 
     before = {v["id"] for v in list_volumes(clients, name)}
     volume = create_once(f"creating a {size} GiB volume", lambda: _volume_dict(clients.cinder.volumes.create(
-        size, name=name, imageRef=found["id"] if found else None, volume_type=volume_type,
+        size, name=name, imageRef=found["id"] if found else None, snapshot_id=snapshot, volume_type=volume_type,
         availability_zone=availability_zone, metadata=metadata or {})), made)
     log.info("creating %s: %d GiB%s", _label(volume), size,
-             f" from image {found['id']} ({found.get('name')})" if found else "")
+             f" from image {found['id']} ({found.get('name')})" if found else
+             f" from snapshot {snapshot}" if snapshot else "")
     if not wait:
         return volume
     try:
@@ -190,6 +196,22 @@ def create(clients, size, name=None, image=None, volume_type=None, availability_
         raise Timeout(f"{e}; the volume was left in place") from None
 
 
+def label(clients, volume_id, name=None, metadata=None):
+    """Name a volume and add ``metadata`` to it: nova names nothing of the volumes it makes
+    for a server booted from one, so that only this tells whose they are."""
+    check_str("volume_id", volume_id)
+    if name is not None:
+        check_str("name", name)
+    if metadata:
+        check_properties("metadata", metadata)
+    with service_errors(f"labelling volume {volume_id}"):
+        if name is not None:
+            clients.cinder.volumes.update(volume_id, name=name)
+        if metadata:
+            clients.cinder.volumes.set_metadata(volume_id, metadata)
+    return show(clients, volume_id)
+
+
 def _discard(clients, volume_id):
     """Best-effort delete on a failure path; the original error is what the caller sees."""
     try:
@@ -198,9 +220,11 @@ def _discard(clients, volume_id):
         log.warning("could not delete volume %s, delete it by hand: %s", volume_id, e)
 
 
-def delete(clients, volume_id, wait=True, timeout=DELETE_TIMEOUT):
+def delete(clients, volume_id, wait=True, timeout=DELETE_TIMEOUT, cascade=False):
     """Delete a volume and (with ``wait``) wait until it is gone; False if it already was.
-    A volume attached to a server is refused (CloudError, HTTP 409) naming the servers."""
+    A volume attached to a server is refused (CloudError, HTTP 409) naming the servers.
+    Cinder refuses to delete a volume that has snapshots, unless ``cascade``: then they go
+    with it."""
     check_str("volume_id", volume_id)
     check_timeout(timeout)
     volume = _get(clients, volume_id)
@@ -213,7 +237,7 @@ def delete(clients, volume_id, wait=True, timeout=DELETE_TIMEOUT):
     if volume["status"] != "deleting":
         try:
             with service_errors(f"deleting {_label(volume)}"):
-                clients.cinder.volumes.delete(volume_id)
+                clients.cinder.volumes.delete(volume_id, cascade=cascade)
         except CloudError as e:
             if e.http_status == 404:
                 return False
@@ -221,6 +245,56 @@ def delete(clients, volume_id, wait=True, timeout=DELETE_TIMEOUT):
     if wait:
         wait_status(clients, volume_id, "deleted", timeout)
     log.info("deleted %s", _label(volume))
+    return True
+
+
+# --- snapshots ----------------------------------------------------------------------------
+# nova's createImage of a server booted from a volume makes one of each of its volumes
+
+def _get_snapshot(clients, snapshot_id):
+    snapshot = get_or_none(f"reading volume snapshot {snapshot_id}",
+                           lambda: clients.cinder.volume_snapshots.get(snapshot_id))
+    return None if snapshot is None else snapshot.to_dict()
+
+
+def show_snapshot(clients, snapshot_id):
+    """The volume snapshot with this id (``id``, ``status``, ``size``, ``volume_id``, ...);
+    NotFound if there is none (or the caller may not see it)."""
+    check_str("snapshot_id", snapshot_id)
+    snapshot = _get_snapshot(clients, snapshot_id)
+    if snapshot is None:
+        raise NotFound(f"no volume snapshot with id {snapshot_id!r}")
+    return snapshot
+
+
+def wait_snapshot(clients, snapshot_id, status, timeout=CREATE_TIMEOUT):
+    """Wait until the snapshot's status is ``status`` ("deleted": gone); ResourceFailed at
+    once when it reaches an error status not asked for."""
+    def failed(v):
+        if v is None:
+            return "it is gone"
+        return f"it went to {v['status']}" if v["status"].startswith("error") else None
+
+    return wait_for(lambda: _get_snapshot(clients, snapshot_id),
+                    lambda v: (status == "deleted") if v is None else v["status"] == status,
+                    f"volume snapshot {snapshot_id} to become {status}", timeout, failed=failed,
+                    describe=lambda v: "gone" if v is None else f"status {v['status']}")
+
+
+def delete_snapshot(clients, snapshot_id, wait=True, timeout=DELETE_TIMEOUT):
+    """Delete a volume snapshot and (with ``wait``) wait until it is gone; False if it
+    already was."""
+    check_str("snapshot_id", snapshot_id)
+    snapshot = _get_snapshot(clients, snapshot_id)
+    if snapshot is None:
+        return False
+    if snapshot["status"] != "deleting":
+        if get_or_none(f"deleting volume snapshot {snapshot_id}",
+                       lambda: clients.cinder.volume_snapshots.delete(snapshot_id) or True) is None:
+            return False
+    if wait:
+        wait_snapshot(clients, snapshot_id, "deleted", timeout)
+    log.info("deleted volume snapshot %s (of volume %s)", snapshot_id, snapshot.get("volume_id"))
     return True
 
 

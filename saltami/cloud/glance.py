@@ -21,7 +21,7 @@ import uuid
 import requests
 
 from ..errors import CloudError, InvalidArgument, NotFound, Timeout
-from .api import get_or_none, service_errors
+from .api import create_once, get_or_none, service_errors
 from .checks import check_choice, check_progress, check_properties, check_str, check_timeout, string_list
 from .wait import wait_for
 
@@ -51,6 +51,13 @@ DELETE_TIMEOUT = 300
 FILTER_KEYS = ("name", "tag", "properties", "visibility", "owner")
 GONE_STATUSES = ("deleted", "pending_delete")
 FAILED_STATUSES = ("killed",) + GONE_STATUSES
+# How upload() gives Glance the data: "upload" (PUT .../file), "import" (Glance's
+# interoperable import: stage the data, then import it, which runs the cloud's import plugins),
+# or "auto": upload, and import where Glance refuses the upload (by policy: "upload_image")
+UPLOAD_METHODS = ("auto", "upload", "import")
+# the import method that takes the caller's own bytes (web-download fetches a URL, copy-image
+# copies between stores)
+GLANCE_DIRECT = "glance-direct"
 
 
 # --- lookups ------------------------------------------------------------------------------
@@ -121,7 +128,7 @@ def find_images(clients, name=None, tags=None, properties=None, visibility=None,
             filters=filters, sort_key=["created_at", "id"], sort_dir=["desc", "desc"])]
 
 
-def find_image(clients, ref, active_only=True):
+def find_image(clients, ref, active_only=True, skip=None):
     """The image ``ref`` names: an image id, a name, or a filter dict with the keys ``name``,
     ``tag`` (str or list, all must be present), ``properties`` (dict, all must match),
     ``visibility`` and ``owner``.
@@ -129,8 +136,10 @@ def find_image(clients, ref, active_only=True):
     A string is tried as an id first, then as a name. When a name or a filter matches
     several images the NEWEST one (by created_at, ties broken by id) is returned, so that
     "name: debian-12-golden" means the latest build. With ``active_only`` images that are
-    not active (queued, saving, killed, deactivated, ...) are ignored. Nothing matching
-    raises NotFound naming the ref.
+    not active (queued, saving, killed, deactivated, ...) are ignored. ``skip(image)``, when
+    given, says why a match of a name or a filter is not wanted (a reason, else None): such
+    images are passed over (an id is taken as given). Nothing matching raises NotFound
+    naming the ref (and why the images skipped were).
     """
     if isinstance(ref, dict):
         unknown = sorted(set(ref) - set(FILTER_KEYS))
@@ -150,12 +159,53 @@ def find_image(clients, ref, active_only=True):
         matches = find_images(clients, name=ref, active_only=active_only)
     else:
         raise InvalidArgument(f"an image reference must be an id, a name or a filter dict, not {ref!r}")
+    skipped = {}
+    if skip is not None:
+        for image in list(matches):
+            reason = skip(image)
+            if reason:
+                skipped.setdefault(reason, []).append(image["id"])
+                matches.remove(image)
     if not matches:
-        raise NotFound(f"no {'active ' if active_only else ''}image matches {ref!r}")
+        why = "".join(f"; {len(ids)} that match {'are' if len(ids) > 1 else 'is'} skipped: {reason} "
+                      f"({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+                      for reason, ids in skipped.items())
+        raise NotFound(f"no {'active ' if active_only else ''}image matches {ref!r}{why}")
     if len(matches) > 1:
         log.info("%d images match %r; using the newest, %s (created %s)",
                  len(matches), ref, matches[0]["id"], matches[0]["created_at"])
     return matches[0]
+
+
+def block_device_mapping(image):
+    """The block_device_mapping property of an image nova's createImage made of a server booted
+    from a volume (a list of nova's BDM v2 dicts), or [] for an image that holds its data.
+    Such an image has no bytes in Glance: each disk is a cinder snapshot (``snapshot_id``)
+    that nova makes a volume of at every boot."""
+    value = image.get("block_device_mapping")
+    if not value:
+        return []
+    try:
+        mapping = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        raise CloudError(f"image {image['id']}: its block_device_mapping is not JSON: {value[:200]!r}") from None
+    return [m for m in mapping if isinstance(m, dict)]
+
+
+def volume_snapshots(image):
+    """Ids of the cinder snapshots that hold a volume-backed image's disks, the boot disk's
+    first; [] for an image that holds its data."""
+    mapping = sorted(block_device_mapping(image), key=lambda m: (m.get("boot_index") in (None, -1),
+                                                                  m.get("boot_index") or 0))
+    return [m["snapshot_id"] for m in mapping if m.get("source_type") == "snapshot" and m.get("snapshot_id")]
+
+
+def disk_gib(image):
+    """The whole GiB a disk needs to hold the image: its virtual size (the size of the disk
+    it describes; a qcow2's size is only what it stores), or its size where Glance did not
+    compute one."""
+    size = max(image.get("virtual_size") or 0, image.get("size") or 0)
+    return -(-size // 2**30)
 
 
 # --- what Glance accepts ------------------------------------------------------------------
@@ -349,19 +399,83 @@ def _file_digest(path, algo):
     return h.hexdigest()
 
 
-def _verify_upload(image, path, transfer):
-    algo, stored = image.get("os_hash_algo"), image.get("os_hash_value")
-    if stored:
-        local = transfer.hasher.hexdigest() if algo == HASH_ALGO else _file_digest(path, algo)
-    else:
-        algo, stored = "md5", image.get("checksum")
-        local = _file_digest(path, algo)
+def _stored_hash(image):
+    """(algorithm, value) of the hash Glance keeps of the image's data: os_hash_value, or the
+    md5 checksum of a Glance older than multihash."""
+    if image.get("os_hash_value"):
+        return image["os_hash_algo"], image["os_hash_value"]
+    return "md5", image.get("checksum")
+
+
+def _verify_upload(clients, image, path, transfer, disk_format, timeout):
+    """Check what Glance stores against ``path``; how it was checked, for the caller.
+
+    When Glance kept the data as sent, its hash and size must be those of the bytes sent.
+    When its import converted them (the image's disk_format is not the one declared) the
+    stored hash is the converted data's: see _verify_conversion."""
+    if image.get("disk_format") != disk_format:
+        return _verify_conversion(clients, image, path, disk_format, timeout)
+    algo, stored = _stored_hash(image)
+    local = transfer.hasher.hexdigest() if algo == HASH_ALGO else _file_digest(path, algo)
     if stored != local:
         raise CloudError(f"image {image['id']}: Glance stored {algo} {stored}, but {path} has "
                          f"{local}; the data was damaged on the way")
     if image.get("size") != transfer.done:
         raise CloudError(f"image {image['id']}: Glance stored {image.get('size')} bytes, "
                          f"{transfer.done} were sent")
+    return {"verification": "hash"}
+
+
+def _scratch_dir(path):
+    """Where to put a temporary copy of the image's content: next to it (that filesystem
+    held the image), else the temporary directory."""
+    parent = os.path.dirname(os.path.abspath(path))
+    return parent if os.access(parent, os.W_OK) else None
+
+
+def _verify_conversion(clients, image, path, disk_format, timeout):
+    """Glance's import converted the file (its image_conversion plugin, qcow2 to raw on a
+    Ceph-backed cloud): the image must hold the same disk as the file. To raw: the file is
+    converted here as Glance did (qemu-img convert; raw is the disk's bytes, the same whatever
+    qemu made it) and Glance's hash and size must be that raw disk's. To another format (whose
+    bytes depend on the qemu that wrote them): the image is downloaded (checked against its
+    hash) and qemu-img compare must find the same disk in both. Never skipped: what cannot be
+    checked fails the upload."""
+    target = image.get("disk_format")
+    label = f"image {image['id']}: Glance's import converted {path} from {disk_format} to {target}"
+    source, converted = QEMU_FORMATS.get(disk_format), QEMU_FORMATS.get(target)
+    info = _qemu_img_info(path) if source and converted else None
+    if info is None:
+        why = "it needs a working qemu-img" if source and converted else "qemu-img does not read both formats"
+        raise CloudError(f"{label}, which cannot be verified here ({why}); upload the image as "
+                         f"{target} so that Glance has nothing to convert")
+    if image.get("virtual_size") not in (None, info["virtual-size"]):
+        raise CloudError(f"{label}: the image's virtual size is {image['virtual_size']} bytes, "
+                         f"the file's {info['virtual-size']}")
+    with tempfile.TemporaryDirectory(dir=_scratch_dir(path), prefix=".ami-verify-") as tmp:
+        if converted == "raw":
+            disk = os.path.join(tmp, "disk.raw")
+            r = subprocess.run(["qemu-img", "convert", "-f", source, "-O", "raw", path, disk],
+                               capture_output=True, text=True)
+            if r.returncode:
+                raise CloudError(f"{label}; converting it here to verify it failed: {r.stderr.strip()}")
+            algo, stored = _stored_hash(image)
+            local = _file_digest(disk, algo)
+            if (stored, image.get("size")) != (local, os.path.getsize(disk)):
+                raise CloudError(f"{label}: Glance stored {image.get('size')} bytes with {algo} "
+                                 f"{stored}, the file's disk converted here is {os.path.getsize(disk)} "
+                                 f"bytes with {local}; the data was damaged on the way")
+            return {"verification": "converted-hash", "converted_from": disk_format}
+        stored = os.path.join(tmp, f"stored.{target}")
+        download(clients, image["id"], stored, timeout=timeout)
+        r = subprocess.run(["qemu-img", "compare", "-f", source, "-F", converted, path, stored],
+                           capture_output=True, text=True)
+        if r.returncode == 1:
+            raise CloudError(f"{label}, and the disk it stores differs from the file's: "
+                             f"{r.stdout.strip()}; the data was damaged on the way")
+        if r.returncode:
+            raise CloudError(f"{label}; comparing it with the file failed: {r.stderr.strip()}")
+        return {"verification": "content", "converted_from": disk_format}
 
 
 def discard(clients, image_id):
@@ -383,56 +497,191 @@ def wait_active(clients, image_id, timeout):
                     describe=lambda i: "gone" if i is None else f"status {i['status']}")
 
 
-def _upload(clients, spec, progress, timeout):
+def import_methods(clients):
+    """The interoperable import methods this Glance offers (GET /v2/info/import): () for a
+    Glance without the import API (before Queens) or with none enabled."""
+    try:
+        with service_errors("reading the import methods of Glance"):
+            info = clients.glance.images.get_import_info()
+    except CloudError as e:
+        if e.http_status in (404, 405, 501):
+            return ()
+        raise
+    return tuple((info.get("import-methods") or {}).get("value") or ())
+
+
+def _check_method(clients, method):
+    check_choice("method", method, UPLOAD_METHODS)
+    if method == "import":
+        offered = import_methods(clients)
+        if GLANCE_DIRECT not in offered:
+            raise CloudError(f"method 'import' needs Glance's {GLANCE_DIRECT} import, which this "
+                             f"Glance does not offer (its import methods: {', '.join(offered) or 'none'})")
+
+
+def _send(clients, image_id, path, size, progress, timeout, stage=False):
+    """Stream the file to the image, uploaded (PUT .../file) or staged for an import (PUT
+    .../stage), hashing it on the way; the transfer."""
+    what = f"{'staging' if stage else 'uploading'} {path} {'for' if stage else 'to'} image {image_id}"
+    transfer = _Transfer(what, size, HASH_ALGO, progress, timeout)
+    send = clients.glance.images.stage if stage else clients.glance.images.upload
+    with open(path, "rb") as f, service_errors(what):
+        send(image_id, _HashingReader(f, transfer), image_size=size)
+    if transfer.done != size:
+        raise CloudError(f"{path} changed size during the upload ({size} bytes before, "
+                         f"{transfer.done} sent)")
+    return transfer
+
+
+def _import_failure(clients, image):
+    """Why Glance's import of the image failed: its import task's message where Glance
+    shows the image's tasks (API 2.12, Wallaby and later)."""
+    stores = image.get("os_glance_failed_import") or "its store"
+    try:
+        with service_errors(f"reading the import tasks of image {image['id']}"):
+            tasks = clients.glance.images.get_associated_image_tasks(image["id"]).get("tasks") or []
+    except CloudError as e:
+        log.info("cannot read the import task of image %s: %s", image["id"], e)
+        tasks = []
+    task = max(tasks, key=lambda t: t.get("created_at") or "", default=None)
+    said = (f"task {task['id']} says: {task.get('message') or task.get('status')}" if task
+            else "Glance shows no task for it; its log says why")
+    hint = (f"; a Glance whose import converts images (image_conversion) refuses "
+            f"{', '.join(AMI_FORMATS)} images" if image.get("disk_format") in AMI_FORMATS else "")
+    return f"Glance's import to {stores} failed, the image is back to {image['status']} ({said}){hint}"
+
+
+def _wait_imported(clients, image_id, timeout):
+    def failed(image):
+        if image is None:
+            return "it is gone"
+        if image["status"] in FAILED_STATUSES:
+            return f"its status is {image['status']}"
+        # where Glance puts a staged image whose import failed
+        if image["status"] == "queued":
+            return _import_failure(clients, image)
+        return None
+
+    def describe(image):
+        if image is None:
+            return "gone"
+        if image["status"] == "uploading":
+            return ("status uploading: Glance never started the import (its import workers or "
+                    "staging area may be misconfigured)")
+        return f"status {image['status']}"
+
+    return wait_for(lambda: _get(clients, image_id),
+                    lambda i: i is not None and i["status"] == "active",
+                    f"Glance to import image {image_id}", timeout, failed=failed, describe=describe)
+
+
+def _stage_and_import(clients, image_id, path, size, progress, timeout):
+    """glance-direct: the file staged, then imported; the active image and the transfer."""
+    transfer = _send(clients, image_id, path, size, progress, timeout, stage=True)
+    staged = show(clients, image_id)
+    # Glance records what it staged; a body cut short would be imported as it is
+    if staged.get("size") != transfer.done:
+        raise CloudError(f"image {image_id}: Glance staged {staged.get('size')} bytes, "
+                         f"{transfer.done} were sent")
+    what = f"importing image {image_id} ({GLANCE_DIRECT})"
+
+    def started():
+        image = _get(clients, image_id)
+        return [image_id] if image and image["status"] in ("importing", "active") else []
+
+    create_once(what, lambda: clients.glance.images.image_import(image_id, method=GLANCE_DIRECT), started)
+    return _wait_imported(clients, image_id, transfer.left()), transfer
+
+
+def _put_data(clients, image_id, path, size, progress, timeout, method):
+    """The file into the image, as ``method`` says (UPLOAD_METHODS); (active image,
+    transfer, the import method used or None)."""
+    started = time.monotonic()
+    if method != "import":
+        try:
+            transfer = _send(clients, image_id, path, size, progress, timeout)
+        except CloudError as e:
+            if e.http_status != 403 or method == "upload":
+                raise
+            offered = import_methods(clients)
+            if GLANCE_DIRECT not in offered:
+                raise CloudError(f"{e}; this Glance refuses direct uploads and does not offer the "
+                                 f"{GLANCE_DIRECT} import either (its import methods: "
+                                 f"{', '.join(offered) or 'none'})", 403) from None
+            log.info("Glance refuses the direct upload of image %s (%s): staging and importing it instead",
+                     image_id, e)
+        else:
+            return wait_active(clients, image_id, transfer.left()), transfer, None
+    left = max(timeout - (time.monotonic() - started), 1e-3)
+    image, transfer = _stage_and_import(clients, image_id, path, size, progress, left)
+    return image, transfer, GLANCE_DIRECT
+
+
+def _upload(clients, spec, progress, timeout, method="auto"):
     path, size, fields = spec["path"], spec["size"], spec["fields"]
-    with service_errors(f"creating image {fields['name']!r}"):
-        image_id = clients.glance.images.create(**fields)["id"]
+
+    def queued():
+        return [i["id"] for i in find_images(clients, name=fields["name"], active_only=False)
+                if i["status"] == "queued" and i["disk_format"] == fields["disk_format"]]
+
+    before = set(queued())
+    image_id = create_once(f"creating image {fields['name']!r}", lambda: clients.glance.images.create(**fields)["id"],
+                           lambda: [i for i in queued() if i not in before])
     log.info("uploading %s (%d bytes, %s) to image %s (%s)", path, size, fields["disk_format"],
              image_id, fields["name"])
     try:
-        transfer = _Transfer(f"uploading {path} to image {image_id}", size, HASH_ALGO, progress,
-                             timeout)
-        with open(path, "rb") as f, service_errors(f"uploading {path} to image {image_id}"):
-            clients.glance.images.upload(image_id, _HashingReader(f, transfer), image_size=size)
+        image, transfer, imported = _put_data(clients, image_id, path, size, progress, timeout, method)
         seconds = transfer.seconds
-        if transfer.done != size:
-            raise CloudError(f"{path} changed size during the upload ({size} bytes before, "
-                             f"{transfer.done} sent)")
-        image = wait_active(clients, image_id, transfer.left())
-        _verify_upload(image, path, transfer)
+        checked = _verify_upload(clients, image, path, transfer, fields["disk_format"], timeout)
     except BaseException:
         discard(clients, image_id)
         raise
-    log.info("image %s active: %d bytes in %.1fs, %s verified", image_id, size, seconds, image["os_hash_algo"])
-    image.update(uploaded_bytes=transfer.done, seconds=seconds)
+    log.info("image %s active: %d bytes in %.1fs%s, verified by %s", image_id, size, seconds,
+             f" ({imported})" if imported else "", checked["verification"])
+    image.update(uploaded_bytes=transfer.done, seconds=seconds, import_method=imported, **checked)
     return image
 
 
 def upload(clients, path, name, disk_format="qcow2", container_format=None, properties=None,
            tags=None, visibility="private", min_disk=None, min_ram=None, progress=None,
-           timeout=TRANSFER_TIMEOUT):
+           timeout=TRANSFER_TIMEOUT, method="auto"):
     """Upload a local image file as a new Glance image; returns the active image's dict plus
-    ``uploaded_bytes`` and ``seconds``.
+    ``uploaded_bytes``, ``seconds``, ``import_method`` (None, or ``glance-direct`` when it
+    was imported), ``verification`` (below) and, when Glance converted it, ``converted_from``.
 
     Checked first, before anything is created: the file (exists, regular, readable), the
     formats and visibility against what this Glance accepts (its image schema), and for
     raw/qcow2/... that the file's real format (qemu-img) is the declared one. The data is
-    streamed with constant memory and hashed on the way; once Glance reports the image
-    active its os_hash_value must equal the local hash. ``container_format`` defaults to
-    ``bare`` (``aki``/``ari``/``ami`` for those disk formats). ``progress(bytes_done, total)``
-    is called about every second or 5%. ``timeout`` covers the transfer and the wait for
-    ``active``. On any failure once the image record exists, the image is deleted.
+    streamed with constant memory and hashed on the way.
+
+    ``method``: ``auto`` (default) uploads it (PUT .../file) and, where Glance refuses that
+    (HTTP 403: clouds that take images only through the interoperable import), stages it and
+    imports it with ``glance-direct`` instead; ``import`` always imports (the cloud's import
+    plugins then run, such as a conversion to raw); ``upload`` never does. An import is
+    waited for until the image is active; a failed one fails the upload with Glance's reason.
+
+    ``verification``: ``hash`` when Glance kept the bytes as sent (its os_hash_value and size
+    must be theirs); when its import converted them (its disk_format is no longer the one
+    given), ``converted-hash`` (to raw: the file converted here must have Glance's hash) or
+    ``content`` (to another format: downloaded and compared with qemu-img compare). What
+    cannot be verified fails the upload.
+
+    ``container_format`` defaults to ``bare`` (``aki``/``ari``/``ami`` for those disk formats).
+    ``progress(bytes_done, total)`` is called about every second or 5%. ``timeout`` covers the
+    transfer and the wait for ``active``. On any failure once the image record exists, the
+    image is deleted (with any data Glance staged for it).
     """
     check_timeout(timeout)
     check_progress(progress)
     spec = _upload_spec(clients, path, name, disk_format, container_format, properties, tags,
                         visibility, min_disk, min_ram)
-    return _upload(clients, spec, progress, timeout)
+    _check_method(clients, method)
+    return _upload(clients, spec, progress, timeout, method)
 
 
 def upload_ami_triplet(clients, kernel_path, ramdisk_path, root_path, name, properties=None,
                        tags=None, visibility="private", min_disk=None, min_ram=None,
-                       progress=None, timeout=TRANSFER_TIMEOUT):
+                       progress=None, timeout=TRANSFER_TIMEOUT, method="auto"):
     """Upload an EC2-style image: kernel (aki) as "<name>-kernel", ramdisk (ari) as
     "<name>-ramdisk", then the root filesystem (ami) as "<name>" with ``kernel_id`` and
     ``ramdisk_id`` pointing at the first two.
@@ -441,7 +690,9 @@ def upload_ami_triplet(clients, kernel_path, ramdisk_path, root_path, name, prop
     what people look up and boot); ``visibility`` applies to all three, since whoever boots
     the root image needs the other two. All three files are checked before anything is
     uploaded; if a later part fails, the parts already made are deleted. ``progress`` is
-    called per part; ``timeout`` applies to each part. Returns {"kernel", "ramdisk", "root"}.
+    called per part; ``timeout`` applies to each part; ``method`` is upload()'s, for each part
+    (a Glance whose import converts images refuses aki, ari and ami: importing them fails).
+    Returns {"kernel", "ramdisk", "root"}.
     """
     check_timeout(timeout)
     check_progress(progress)
@@ -453,12 +704,13 @@ def upload_ami_triplet(clients, kernel_path, ramdisk_path, root_path, name, prop
              ("root", _upload_spec(clients, root_path, name, "ami", "ami", properties, tags,
                                    visibility, min_disk, min_ram,
                                    reserved=("kernel_id", "ramdisk_id")))]
+    _check_method(clients, method)
     made = {}
     try:
         for part, spec in parts:
             if part == "root":
                 spec["fields"].update(kernel_id=made["kernel"]["id"], ramdisk_id=made["ramdisk"]["id"])
-            made[part] = _upload(clients, spec, progress, timeout)
+            made[part] = _upload(clients, spec, progress, timeout, method)
     except BaseException:
         for image in made.values():
             discard(clients, image["id"])
@@ -496,6 +748,12 @@ def download(clients, image_id, path, progress=None, verify=True, timeout=TRANSF
     if image["status"] != "active":
         raise InvalidArgument(f"image {image_id} ({image.get('name')}) is {image['status']}: "
                               f"only active images have data to download")
+    if block_device_mapping(image):
+        # Glance would hand out its zero bytes, whose hash matches
+        raise InvalidArgument(f"image {image_id} ({image.get('name')}) is a snapshot of a server booted "
+                              f"from a volume: Glance holds no data of it, its disk is in cinder snapshot(s) "
+                              f"{', '.join(volume_snapshots(image)) or '(none listed)'}; make a volume of "
+                              f"one and upload it to an image (cinder upload-to-image) to have one to download")
     if image.get("os_hash_value"):
         algo, expected = image["os_hash_algo"], image["os_hash_value"]
     else:
@@ -586,6 +844,29 @@ def set_visibility(clients, image_id, visibility):
     return _update(clients, image_id, "setting visibility", visibility=visibility)
 
 
+def can_hide(clients):
+    """Whether this Glance hides images (os_hidden, image API 2.7, Rocky): hidden images
+    leave image lists, and still boot and rebuild by id."""
+    return "os_hidden" in (_schema(clients) or {})
+
+
+def hide(clients, image_id):
+    return _update(clients, image_id, "hiding", os_hidden=True)
+
+
+def deactivate(clients, image_id):
+    """Nobody but an admin boots or downloads the image until its owner reactivates it;
+    servers already booted from it keep running."""
+    check_str("image_id", image_id)
+    try:
+        with service_errors(f"deactivating image {image_id}"):
+            clients.glance.images.deactivate(image_id)
+    except CloudError as e:
+        if e.http_status == 404:
+            raise NotFound(f"no image with id {image_id!r}") from None
+        raise
+
+
 def _change_tags(clients, image_id, tags, what, call):
     tags = string_list("tags", tags)
     show(clients, image_id)
@@ -664,8 +945,9 @@ def set_member_status(clients, image_id, status, member_id=None):
 # --- delete -------------------------------------------------------------------------------
 
 def servers_using(clients, image_id):
-    """Ids of the servers booted from the image that the caller can see: all projects' for
-    an admin, else its own project's."""
+    """Ids of the servers that use the image and that the caller can see (all projects' for
+    an admin, else its own project's): those booted from it, and those booted from (or with)
+    a volume made from it, whose server lists no image of its own."""
     try:
         with service_errors("listing servers of all projects"):
             servers = clients.nova.servers.list(search_opts={"image": image_id, "all_tenants": 1})
@@ -674,7 +956,19 @@ def servers_using(clients, image_id):
             raise
         with service_errors(f"listing servers using image {image_id}"):
             servers = clients.nova.servers.list(search_opts={"image": image_id})
-    return sorted(s.id for s in servers)
+    return sorted({s.id for s in servers} | _servers_on_volumes_of(clients, image_id))
+
+
+def _servers_on_volumes_of(clients, image_id):
+    """Servers with a volume made from the image attached: cinder copies the image's id into
+    the volume's volume_image_metadata. Cinder answers all_tenants with every project's
+    volumes for an admin and ignores it for others; volumes are filtered here, as a
+    non-admin may not filter them by image (resource_filters.json)."""
+    with service_errors(f"listing volumes made from image {image_id}"):
+        volumes = clients.cinder.volumes.list(search_opts={"all_tenants": 1})
+    return {a["server_id"] for v in volumes
+            if (getattr(v, "volume_image_metadata", None) or {}).get("image_id") == image_id
+            for a in getattr(v, "attachments", None) or () if a.get("server_id")}
 
 
 def delete(clients, image_id, force=False, timeout=DELETE_TIMEOUT):

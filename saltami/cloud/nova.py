@@ -201,8 +201,9 @@ def boot(clients, name, image=None, flavor=None, networks=None, key_name=None, s
         kw["security_groups"] = groups
     boot_image = img["id"]
     if volume_size is not None:
-        need = max(int(img.get("min_disk") or 0), -(-int(img.get("size") or 0) // 2**30))
-        if not isinstance(volume_size, int) or volume_size < max(need, 1):
+        # the disk the image describes, not the bytes Glance stores (a qcow2 is smaller)
+        need = cinder.min_gib(img)
+        if isinstance(volume_size, bool) or not isinstance(volume_size, int) or volume_size < max(need, 1):
             raise InvalidArgument(f"volume_size {volume_size!r}: must be a whole number of GiB, at "
                                   f"least {max(need, 1)} for image {img['name']!r}")
         kw["block_device_mapping_v2"] = [{

@@ -18,6 +18,7 @@ import secrets
 import time
 from pathlib import Path
 
+from .. import report
 from ..errors import AmiError
 from . import claims
 
@@ -93,6 +94,8 @@ def run_step(build, ctx, step):
     if build.data.get("status") in ("failed", "cleaned"):
         raise StepFailed(f"build {build.id} already failed; not running step {step.NAME}")
     if build.data.get("nothing_to_do"):
+        if _last(build, step):
+            _ended(build, ctx)
         return {"step": step.NAME, "skipped": build.data["nothing_to_do"]}
     # who runs the step: a killed build is one whose step's process is gone
     record = {"name": step.NAME, "status": "running", "started": time.time(), "process": claims.this_process()}
@@ -114,9 +117,23 @@ def run_step(build, ctx, step):
         raise StepFailed(f"build {build.id}: step {step.NAME} failed: {reason}") from e
     record.update(status="done", seconds=round(time.monotonic() - t0, 2))
     build.save()
-    ctx.event(build, step.NAME, {"status": "done", "seconds": record["seconds"]})
+    ctx.event(build, step.NAME, {"status": "done", "seconds": record["seconds"], **report.step_details(result)})
     log.info("build %s: step %s done in %.1fs", build.id, step.NAME, record["seconds"])
+    if _last(build, step):
+        _ended(build, ctx)
     return {"step": step.NAME, "seconds": record["seconds"], **(result or {})}
+
+
+def _last(build, step):
+    return build.data.get("plan", [None])[-1] == step.__name__.rsplit(".", 1)[-1]
+
+
+def _ended(build, ctx):
+    """Once its last step ran, the build is done (however it is driven: run_all, or the
+    orchestration's last ami.step) and says so: salt/ami/<flavour>/end with its summary."""
+    build.data["status"] = "done"
+    build.save()
+    ctx.event(build, report.END, report.summary(build))
 
 
 def cleanup(build, ctx, steps):
@@ -138,6 +155,7 @@ def cleanup(build, ctx, steps):
     build.save()
     claims.release(build)
     ctx.event(build, "cleanup", {"status": build.data["status"], "problems": problems})
+    ctx.event(build, report.END, report.summary(build))
     return {"build": build.id, "status": build.data["status"], "problems": problems,
             "left": {k: v for k, v in build.data["resources"].items() if v}}
 

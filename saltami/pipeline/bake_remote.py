@@ -5,7 +5,7 @@ get the builder's pillar, which has the flavour's from the master's ami ext_pill
 (build_pillar.py): never the pillar as an argument, which the master logs and publishes."""
 from .. import build_pillar
 from ..saltmaster import MinionFailed
-from . import provision
+from . import provision, resolve
 
 NAME = "bake"
 
@@ -16,11 +16,12 @@ def run(build, ctx):
     build_pillar.ensure(build, ctx, minion)
     out = ctx.master.call(minion, "ami.builder_bake",
                           kwargs={"device": build.data["device"], "sls": spec["sls"], "build_id": build.id,
-                                  "timeout": spec["timeouts"]["apply"]},
+                                  "timeout": spec["timeouts"]["apply"], "salt": spec["salt"]},
                           timeout=spec["timeouts"]["apply"] + 120)
     if not isinstance(out, dict) or "packages" not in out:
         raise MinionFailed(f"ami.builder_bake on the builder failed: {out}")
     provision.record_packages(build, out["packages"])
+    resolve.record_render(build, ctx, out.get("render"))
     return {"builder_steps": out["steps"], "packages": len(out["packages"])}
 
 

@@ -6,8 +6,9 @@ NAME = "scrub"
 
 
 def run(build, ctx):
-    report = scrub.scrub(root=mount.root_of(build), trim=True)
-    return {"removed_bytes": report["bytes"], "trim": report["trim"]["method"]}
+    report = scrub.scrub(root=mount.root_of(build), trim=True, salt=ctx.spec.get("salt", "disable"))
+    return {"removed_bytes": report["bytes"], "trim": report["trim"]["method"],
+            "trim_detail": report["trim"]["detail"]}
 
 
 def undo(build, ctx):

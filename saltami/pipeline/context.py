@@ -1,5 +1,26 @@
 """What every step gets: the cloud, the master, the flavour, and the event bus."""
+import contextlib
+import logging
 import os
+
+from .. import report
+
+log = logging.getLogger(__name__)
+
+# who, in this process, hears the events of its builds besides the bus (``listening``)
+_LISTENERS = []
+
+
+@contextlib.contextmanager
+def listening(listener):
+    """``listener(tag, data)`` hears every event this process's builds fire, for the block:
+    how ``salt-run ami.build`` and ``salt-call --local ami.bake`` print a build's progress
+    where it runs (a bake without a master has no bus to read it back from)."""
+    _LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _LISTENERS.remove(listener)
 
 
 class Context:
@@ -17,4 +38,18 @@ class Context:
 
     def event(self, build, step, data):
         """salt/ami/<flavour>/<step> on the master's bus."""
-        self.master.fire(f"salt/ami/{build.data['flavour']}/{step}", {"build": build.id, **data})
+        self.fire(f"salt/ami/{build.data['flavour']}/{step}", {"build": build.id, **data})
+
+    def fire(self, tag, data):
+        self.master.fire(tag, data)
+        for listener in list(_LISTENERS):
+            try:
+                listener(tag, data)
+            except Exception as e:  # what prints the progress must not fail the build
+                log.warning("progress listener failed on %s: %s", tag, e)
+
+    def transfer(self, build, name):
+        """A ``progress`` callback for the library's transfers of this build (glance.upload):
+        salt/ami/transfer/<name> events with the build, the bytes and the rate."""
+        return report.transfer_progress(self.fire, f"salt/ami/transfer/{name}", name,
+                                        {"build": build.id, "flavour": build.data["flavour"]})

@@ -187,7 +187,9 @@ def run(build, ctx):
     os.rename(partial, final)
     build.data["outputs"].update(directory=str(final), files={
         kind: {part: str(final / info["file"]) for part, info in entry["files"].items()}
-        for kind, entry in outputs.items()})
+        for kind, entry in outputs.items()},
+        # how the triplet boots: its kernel's command line goes on the image (os_command_line)
+        command_lines={kind: entry["command_line"] for kind, entry in outputs.items() if "command_line" in entry})
     build.save()
     return {"directory": str(final), "used_bytes": used,
             "outputs": {kind: {"seconds": e["seconds"], **{part: i["size"] for part, i in e["files"].items()}}

@@ -3,7 +3,11 @@ step wrote it. With one, every output goes to Glance under a candidate name with
 provenance properties (the triplet as aki, ari and ami linked by kernel_id and ramdisk_id),
 then the first output listed takes the flavour's final name through the promote step and
 the others that name followed by their kind; the local files then go. A failure deletes
-what was uploaded."""
+what was uploaded.
+
+A Glance that refuses direct uploads gets the outputs through its import (glance.upload's
+``auto``); one whose import converts images (qcow2 to raw on Ceph-backed clouds) stores them
+in its format, which the build records with how each was verified (``outputs.stored``)."""
 from .. import provenance
 from ..cloud import glance
 from . import outputs, promote
@@ -14,6 +18,8 @@ DISK_FORMATS = {"qcow2": "qcow2", "qcow2-zstd": "qcow2", "raw": "raw"}
 # the other outputs' images: not promoted themselves (lookups and pruning find one image per
 # build), they name the one that is
 PART, PART_OF = "part", "ami_part_of"
+# what the build records of each uploaded image: what Glance made of it and how it was checked
+STORED_KEYS = ("disk_format", "import_method", "verification", "converted_from")
 
 
 def run(build, ctx):
@@ -30,22 +36,33 @@ def run(build, ctx):
     props = provenance.properties(build, spec)
     limits = {"min_disk": spec.get("min_disk"), "min_ram": spec.get("min_ram")}
     uploaded = {}  # kind -> {part: image id}, the bootable part under "image"
+    stored = {}    # kind -> {part: STORED_KEYS of its image}
+    sizes = {}     # kind -> bytes of its bootable image
     for kind in spec["outputs"]:
         own = {**props, "ami_output": kind}
         if kind == "ami":
+            # the libvirt driver boots kernel_id and ramdisk_id with this command line, and
+            # without it with root=/dev/vda, which a root found by its label does not need
+            own["os_command_line"] = build.data["outputs"]["command_lines"]["ami"]
             made = glance.upload_ami_triplet(ctx.clients, files[kind]["kernel"], files[kind]["ramdisk"],
-                                             files[kind]["root"], f"{candidate}-{kind}", properties=own, **limits)
-            uploaded[kind] = {"kernel": made["kernel"]["id"], "ramdisk": made["ramdisk"]["id"],
-                              "image": made["root"]["id"]}
+                                             files[kind]["root"], f"{candidate}-{kind}", properties=own,
+                                             progress=ctx.transfer(build, f"{candidate}-{kind}"), **limits)
+            made = {"kernel": made["kernel"], "ramdisk": made["ramdisk"], "image": made["root"]}
         else:
-            made = glance.upload(ctx.clients, files[kind]["image"], f"{candidate}-{kind}",
-                                 disk_format=DISK_FORMATS[kind], properties=own, **limits)
-            uploaded[kind] = {"image": made["id"]}
+            made = {"image": glance.upload(ctx.clients, files[kind]["image"], f"{candidate}-{kind}",
+                                           disk_format=DISK_FORMATS[kind], properties=own,
+                                           progress=ctx.transfer(build, f"{candidate}-{kind}"), **limits)}
+        uploaded[kind] = {part: image["id"] for part, image in made.items()}
+        sizes[kind] = made["image"].get("size")
+        stored[kind] = {part: {key: image.get(key) for key in STORED_KEYS if image.get(key)}
+                        for part, image in made.items()}
         for image_id in uploaded[kind].values():
             build.add("image", image_id)
     primary, *others = spec["outputs"]
-    build.data["outputs"]["candidate"] = {"id": uploaded[primary]["image"]}
+    # its size for the build's summary, as the snapshot step records it
+    build.data["outputs"]["candidate"] = {"id": uploaded[primary]["image"], "size": sizes[primary]}
     build.data["outputs"]["uploaded"] = uploaded
+    build.data["outputs"]["stored"] = stored
     build.save()
     final = provenance.final_name(build, spec)
     for kind in others:

@@ -15,12 +15,18 @@ NAME = "resolve"
 
 def find_base(ctx):
     """The flavour's base: {id, name, hash}, and path for a local base (an image file on this
-    machine, or a vanilla image made here), whose id says which and whose hash is its content's."""
+    machine, or a vanilla image made here), whose id says which and whose hash is its content's.
+    A base found by a name or a filter is never an image a build made, unless the filter asks
+    for one (provenance.base_skip): else the flavour's own images, which inherit the base's
+    properties, would be its base from the second build on."""
     base = ctx.spec["base"]
     if flavour.is_local_base(base):
         return local_disk.find_base(base)
-    image = glance.find_image(ctx.clients, base)
-    return {**image, "hash": image.get("os_hash_value") or image.get("checksum")}
+    image = glance.find_image(ctx.clients, base, skip=provenance.base_skip(base))
+    snapshots = glance.volume_snapshots(image)
+    # a volume-backed image's Glance hash is that of no bytes: its content is its snapshots
+    content = f"volume-snapshots:{','.join(snapshots)}" if snapshots else None
+    return {**image, "hash": content or image.get("os_hash_value") or image.get("checksum")}
 
 
 def current(ctx):

@@ -8,8 +8,13 @@ NAME = "upload"
 
 
 def run(build, ctx):
+    return upload(build, ctx, build.made("volume")[0])
+
+
+def upload(build, ctx, volume_id):
+    """The volume as the build's candidate image (also what the snapshot step makes of a
+    builder booted from a volume)."""
     spec = ctx.spec
-    volume_id = build.made("volume")[0]
     started = cinder.upload_to_image(ctx.clients, volume_id, provenance.candidate_name(build),
                                      disk_format=spec["disk_format"], wait=False)
     build.add("image", started["id"])

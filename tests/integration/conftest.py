@@ -5,10 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, RUN, RUN_FLAVOUR, leftovers
+from helpers import GUEST_IMAGE, GUEST_SECRET, REPO, RUN, RUN_FLAVOUR, ZERO_DISK_FLAVOR, ZERO_DISK_FLAVOUR, leftovers
 from localcloud import fixture as localcloud_fixture
 from saltami.cloud.auth import connect
-
 
 
 @pytest.fixture(scope="session")
@@ -21,43 +20,57 @@ def localcloud():
 
 
 @pytest.fixture(scope="session")
-def builder_vm(localcloud, base_image, cloud_profile, tmp_path_factory):
+def builder_wheels(localcloud, tmp_path_factory):
+    """Wheels of this project and of what it needs in a builder (BUILDER_PACKAGES), for
+    builders that cannot reach a package index: {"dir", "packages"} (the names to install)."""
+    import hashlib
+    import shutil
+    import subprocess
+    import sys
+
+    constraints = REPO / "requirements" / "constraints.txt"
+    key = hashlib.sha256("\n".join(BUILDER_PACKAGES).encode() + constraints.read_bytes()).hexdigest()[:12]
+    deps = localcloud.home / "cache" / f"builder-wheels-{key}"
+    if not deps.is_dir():
+        partial = deps.with_name(deps.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(partial),
+                        "-c", str(constraints), *BUILDER_PACKAGES], check=True)
+        partial.rename(deps)
+    work = tmp_path_factory.mktemp("builder-wheels")
+    # built from a copy: a build in the work tree would leave build/ and egg-info behind
+    source = work / "source"
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "*.egg-info", "__pycache__", "docs", "bench"))
+    wheels = work / "wheels"
+    shutil.copytree(deps, wheels)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(wheels), str(source)], check=True)
+    shutil.rmtree(source)
+    return {"dir": wheels, "packages": ("salt-ami", *BUILDER_PACKAGES)}
+
+
+@pytest.fixture(scope="session")
+def builder_vm(localcloud, base_image, cloud_profile, builder_wheels):
     """A builder VM as a user prepares one: an instance of the base image (which has salt)
     with this project and its OpenStack clients installed in salt's venv (no credentials:
     tests that need them put a clouds.yaml in and take it out). Yields (clients, server,
     root), root being the instance's filesystem on this host."""
     import shutil
     import subprocess
-    import sys
     import uuid
 
     from saltami.cloud import nova
 
     clients = connect(profile=cloud_profile)
-    # on this host, once: the instance has no network
-    wheels = localcloud.home / "cache" / "builder-wheels"
-    if not wheels.is_dir():
-        partial = wheels.with_name("builder-wheels.partial")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(partial),
-                        "-c", str(REPO / "requirements" / "constraints.txt"), *BUILDER_PACKAGES], check=True)
-        partial.rename(wheels)
-    # built from a copy: a build in the work tree would leave build/ and egg-info behind
-    work = tmp_path_factory.mktemp("project")
-    source = work / "source"
-    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", "docs", "bench"))
-    project = work / "wheel"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(project), str(source)], check=True)
     server = nova.boot(clients, f"ami-builder-{uuid.uuid4().hex[:8]}", image=base_image["id"],
                        flavor="localcloud.small")
     root = localcloud.instances_path / server["id"] / "mnt"
     try:
-        shutil.copytree(wheels, root / "tmp" / "wheels")
-        for wheel in project.iterdir():
-            shutil.copy(wheel, root / "tmp" / "wheels")
+        # the instance has no network
+        shutil.copytree(builder_wheels["dir"], root / "tmp" / "wheels")
         subprocess.run(["chroot", str(root), "/opt/salt/bin/pip", "install", "--quiet", "--isolated", "--no-index",
-                        "--find-links", "/tmp/wheels", "salt-ami", *BUILDER_PACKAGES], check=True)
+                        "--find-links", "/tmp/wheels", *builder_wheels["packages"]], check=True)
         shutil.rmtree(root / "tmp" / "wheels")
         yield clients, server, root
     finally:
@@ -78,8 +91,17 @@ def builder_image(builder_vm):
 
 
 BUILDER_IMAGE = f"{RUN}-builder"
-BUILDER_PACKAGES = ("python-novaclient", "python-glanceclient", "python-cinderclient", "keystoneauth1",
-                    "openstacksdk")
+
+def _requirements():
+    """What salt-ami needs beside salt (setup.py's install_requires, as installed here)."""
+    import importlib.metadata
+    import re
+
+    names = (re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0] for r in importlib.metadata.requires("salt-ami") or ())
+    return tuple(n for n in names if n.lower() != "salt")
+
+
+BUILDER_PACKAGES = _requirements()
 
 
 @pytest.fixture
@@ -91,6 +113,28 @@ def drivers_with_faults():
     if stale_drivers():
         pytest.skip(f"{', '.join(stale_drivers())} started before the fault hooks of its driver changed: "
                     "restart the local cloud")
+
+
+@pytest.fixture(scope="session")
+def guest_image(localcloud):
+    """The real guests' base image in Glance (Debian 12 with systemd, cloud-init, sshd and
+    salt), made by the local provider, cached on disk, uploaded once per cloud."""
+    return localcloud.guest_image(GUEST_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def vm_flavor(localcloud, guest_image):
+    """The nova flavor whose instances are qemu VMs; skipped while the running cloud's compute
+    service predates its driver."""
+    from localcloud.faults import stale_drivers
+    from saltami.cloud import nova
+
+    if "nova-compute" in stale_drivers():
+        pytest.skip("nova-compute started before its drivers last changed: restart the local cloud")
+    clients = connect(profile={"cloud": "localcloud-admin", "clouds_yaml": str(localcloud.clouds_yaml)})
+    flavor = nova.find_flavor(clients, "localcloud.vm")
+    assert flavor.get_keys().get("localcloud:vm") == "true"
+    return flavor.name
 
 
 @pytest.fixture(scope="session")
@@ -173,6 +217,15 @@ def flavours(base_image):
                           "timeouts": {"boot": 60, "minion": 60, "apply": 120, "snapshot": 300, "validate": 120}},
         # one build of a flavour at a time, killed builds (tests/integration/test_concurrency.py)
         RUN_FLAVOUR: {"extends": "amitest"},
+        # a builder and a validator booted from volumes (tests/integration/test_volume_backed.py)
+        ZERO_DISK_FLAVOUR: {"extends": "amitest", "flavor": ZERO_DISK_FLAVOR},
+        # builds on real guests (tests/integration/test_real_guests.py): qemu VMs of the guest
+        # image, whose minions reach the master at qemu's user-network address of the host
+        "amitest-vm": {"extends": "amitest", "base": {"name": GUEST_IMAGE}, "sls": ["amiguest"],
+                       "flavor": "localcloud.vm", "master": "10.0.2.2", "keep": 1,
+                       "pillar": {"amitest": {"mark": "baked-on-a-real-guest", "secret": GUEST_SECRET}},
+                       "timeouts": {"boot": 600, "minion": 900, "apply": 1200, "snapshot": 1200,
+                                    "validate": 1200}},
         # side by side builds (tests use two, bench/build_times.py four)
         **{f"amitest-p{i}": {"extends": "amitest", "pillar": {"amitest": {"mark": f"p{i}"}}} for i in range(1, 5)},
     }
@@ -187,12 +240,17 @@ def pillar_tree(tmp_path_factory, flavours):
 
 
 @pytest.fixture(scope="session")
-def salt_master(salt_factories, cloud_profile, pillar_tree):
+def salt_master(salt_factories, cloud_profile, pillar_tree, tmp_path_factory):
     factory = salt_factories.salt_master_daemon("master", overrides={
-        "file_roots": {"base": [str(REPO / "salt" / "formulas"), str(REPO / "tests" / "formulas")]},
+        # the first root is where state_tree.base.temp_file writes: a directory of this session's,
+        # not the checkout (a temporary _modules/x.py there would reach every salt loading saltami)
+        "file_roots": {"base": [str(tmp_path_factory.mktemp("state-tree")), str(REPO / "salt" / "formulas"),
+                                str(REPO / "tests" / "formulas")]},
         "pillar_roots": {"base": [str(pillar_tree)]},
         # builders get their flavour's pillar from it (saltami/build_pillar.py)
         "ext_pillar": [{"ami": {}}],
+        # and their minions, which make their own keys, are accepted with a one-time token
+        "autosign_grains_dir": str(tmp_path_factory.mktemp("autosign_grains")),
         "timeout": 120,
         "ami": {"cloud": cloud_profile},
     })

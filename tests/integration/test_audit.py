@@ -30,6 +30,7 @@ DIRTY = {
     "cloud-init instance data": ("/var/lib/cloud/instances/i-0001/user-data.txt", "#cloud-config\n"),
     "DHCP leases": ("/var/lib/dhcp/dhclient.eth0.leases", "lease { fixed-address 10.0.0.5; }\n"),
     "cloud credentials": ("/root/.config/openstack/clouds.yaml", "clouds: {}\n"),
+    "random seeds": ("/var/lib/systemd/random-seed", "\x8f\x11 a saved seed\n"),
     audit.SECRET_IN_FILE: ("/etc/app/app.conf", f"db_password = {PASSWORD}\n"),
 }
 # look-alikes that are not findings

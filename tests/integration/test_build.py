@@ -85,6 +85,17 @@ def test_progress_on_the_event_bus(built):
         assert (step, "started") in seen and (step, "done") in seen, step
 
 
+def test_minions_were_admitted_with_tokens_that_are_gone(built, salt_master, salt_key):
+    """The builder and the validator made their own keys and were accepted with a one-time
+    token each, which the build revoked: none is left for anyone to use, nor their keys."""
+    grains = Path(salt_master.config["autosign_grains_dir"]) / "ami_autosign"
+    assert [line for line in grains.read_text().splitlines() if not line.startswith("#")] == []
+    keys = json.loads(salt_key.run("--list-all", "--out=json").stdout)
+    assert not [k for ks in keys.values() for k in ks if built["build"] in k]
+    manifest = json.loads(built["manifest"].read_text())
+    assert not manifest["resources"].get("builder_admission") and not manifest["resources"].get("validator_admission")
+
+
 def test_manifest_records_steps_with_durations(built):
     manifest = json.loads(built["manifest"].read_text())
     assert manifest["status"] == "done" and manifest["outputs"]["image"]["id"] == built["image"]["id"]
@@ -110,6 +121,8 @@ def test_image_has_the_flavour_and_none_of_what_scrub_removes(built, module_clie
     glance.download(module_clients, image["id"], str(path))
     with mounted_image(path, tmp_path) as root:
         assert (root / "etc/ami-test/flavour").read_text().strip() == "baked-by-test"
+        # the builder compiled no pillar from the master's top file, which gives minions the flavours
+        assert (root / "etc/ami-test/top-pillar").read_text().strip() == "0"
         assert "amitest:" in (root / "etc/passwd").read_text()
         for gone in SCRUBBED:
             assert not (root / gone).exists(), gone

@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
+from helpers import MiB, booted, ext4_file, random_file, removing
 from saltami.cloud import cinder, glance
 from saltami.errors import CloudError, InvalidArgument, NotFound, ResourceFailed, Timeout
-from helpers import MiB, booted, ext4_file, random_file, removing
 
 GiB = 1 << 30
 

@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
+from helpers import RUN, MiB, booted, ext4_file, leftovers, qcow2_file, random_file, removing, sha512
 from saltami.cloud import glance
 from saltami.errors import CloudError, InvalidArgument, NotFound, Timeout
 
-from helpers import RUN, MiB, booted, leftovers, ext4_file, qcow2_file, random_file, removing, sha512
 
 def test_upload_qcow2_verify_and_download(clients, name, tmp_path):
     path = qcow2_file(tmp_path / "disk.qcow2")

@@ -14,7 +14,6 @@ from saltami.cloud.wait import wait_for
 from saltami.pipeline import claims
 
 
-
 def manifests(builds_dir):
     """The manifests of this run's flavour's builds, by build id."""
     found = {}

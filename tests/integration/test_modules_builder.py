@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from saltami.cloud import cinder, instance, nova
 from helpers import salt_call_inside
+from saltami.cloud import cinder, instance, nova
 from saltami.errors import NotFound, Timeout
 
 

@@ -1,8 +1,8 @@
 """ami_nova through a real salt-minion against the local cloud, as the non-admin user."""
 import json
 import time
-from pathlib import Path
 import uuid
+from pathlib import Path
 
 import pytest
 from novaclient import client as nova_client

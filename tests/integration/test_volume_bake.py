@@ -13,8 +13,7 @@ import uuid
 
 import pytest
 
-from helpers import REPO
-from helpers import mounted_image, salt_call_inside
+from helpers import REPO, mounted_image, salt_call_inside
 from localcloud.faults import injected
 from saltami import audit, disk, provenance
 from saltami.cloud import glance

@@ -7,7 +7,8 @@ from saltami.cloud import glance
 from test_build import build_secrets, orch, states_of  # noqa: F401  (build_secrets is a fixture)
 
 
-def test_orchestrated_volume_build(builder_image, salt_run, module_clients, salt_key, build_secrets, tmp_path):
+def test_orchestrated_volume_build(builder_image, salt_run, module_clients, salt_key,
+                                   build_secrets, tmp_path):  # noqa: F811 (the fixture imported above)
     """strategy volume through the master: the builder (an image with salt-ami) gets a
     volume of the base attached and bakes it through a chroot as its minion."""
     provenance.prune(module_clients, "amitest-volume", keep=0, force=True)

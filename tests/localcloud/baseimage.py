@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from saltami import chroot, disk
+
 # the vanilla image of the local provider is built the same way
 from saltami.vanilla import VanillaError as BuildError
 from saltami.vanilla import debian_mirror, in_chroot, locked, run

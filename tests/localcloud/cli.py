@@ -1,11 +1,14 @@
 """localcloud: keystone, glance, placement, nova, cinder and neutron (API only) on 127.0.0.1.
 
 TEST AND DEVELOPMENT INFRASTRUCTURE ONLY. Instances are chroots running as root on this
-machine (see drivers/nova_chroot.py): nothing here is isolated or secure.
+machine (see drivers/nova_chroot.py), or for the flavor localcloud.vm qemu VMs (drivers/
+nova_qemu.py): nothing here is isolated or secure.
 
     localcloud install   create the services' virtualenv (pinned, reused when unchanged)
     localcloud up        install if needed, reset the cloud's state and start everything
     localcloud down      stop every process by PID, unmount and detach what instances left
+    localcloud restart-compute   nova-compute alone, to load changed test drivers
+    localcloud restart-volume    cinder-volume alone, for the same
     localcloud status    what is running and answering
     localcloud env       shell exports for the non-admin user (--admin for admin)
 
@@ -44,7 +47,7 @@ AUTH_URL = "http://127.0.0.1:5000/v3"
 REGION = "RegionOne"
 DB_NAMES = ("keystone", "glance", "nova_api", "nova_cell0", "nova", "placement", "cinder", "neutron")
 APT_PACKAGES = ("rabbitmq-server", "mariadb-server", "qemu-utils", "genisoimage", "debootstrap",
-                "e2fsprogs", "fdisk", "util-linux", "curl")
+                "e2fsprogs", "fdisk", "util-linux", "curl", "qemu-system-x86", "openssh-client")
 
 # name -> (port, health path); all gunicorn apps, one worker with threads, bound to loopback
 APIS = {
@@ -239,7 +242,7 @@ log_dir = {LOGS}
 state_path = {STATE}/nova
 instances_path = {INSTANCES}
 transport_url = rabbit://guest:guest@127.0.0.1:5672/
-compute_driver = nova_chroot.ChrootDriver
+compute_driver = nova_qemu.QemuDriver
 host = localcloud-compute
 my_ip = 127.0.0.1
 # instances have no metadata service to reach: they always get a config drive,
@@ -474,7 +477,6 @@ def start_keystone(sec):
 
 def start_services(site):
     etc = str(ETC)
-    drivers = str(HERE / "drivers")
     gunicorn("glance", 9292, "glance.wsgi.api:application", {"OS_GLANCE_CONFIG_DIR": etc})
     gunicorn("placement", 8778, "placement.wsgi.api:application", {"OS_PLACEMENT_CONFIG_DIR": etc})
     gunicorn("nova-api", 8774, "nova_api_wsgi:application", {"OS_NOVA_CONFIG_DIR": etc})
@@ -485,14 +487,46 @@ def start_services(site):
                           f"--config-file={ETC / 'ml2_conf.ini'}"])
     for s in ("conductor", "scheduler"):
         spawn(f"nova-{s}", [f"nova-{s}", f"--config-file={ETC / 'nova.conf'}"])
-    # nova loads compute_driver only from inside nova.virt: link the test driver in there
-    link = site / "nova" / "virt" / "nova_chroot.py"
-    link.unlink(missing_ok=True)
-    link.symlink_to(HERE / "drivers" / "nova_chroot.py")
+    start_compute(site)
+    spawn_cinder("scheduler")
+    spawn_cinder("volume")
+
+
+def spawn_cinder(service):
+    # its volume driver (drivers/cinder_file.py) and its fault hooks are on the PYTHONPATH
+    spawn(f"cinder-{service}", [f"cinder-{service}", f"--config-file={ETC / 'cinder.conf'}"],
+          venv_env(PYTHONPATH=str(HERE / "drivers")))
+
+
+def start_compute(site):
+    # nova loads compute_driver only from inside nova.virt: link the test drivers in there
+    for driver in ("nova_chroot.py", "nova_qemu.py"):
+        link = site / "nova" / "virt" / driver
+        link.unlink(missing_ok=True)
+        link.symlink_to(HERE / "drivers" / driver)
     spawn("nova-compute", ["nova-compute", f"--config-file={ETC / 'nova.conf'}"])
-    for s in ("scheduler", "volume"):
-        spawn(f"cinder-{s}", [f"cinder-{s}", f"--config-file={ETC / 'cinder.conf'}"],
-              venv_env(PYTHONPATH=drivers))
+
+
+def restart_compute(args=None):
+    """nova-compute alone, by its PID, to load changed drivers: running instances stay (chroots
+    stay mounted, VMs keep running) and the driver takes them back when it starts."""
+    pid = started_pids().get("nova-compute")
+    if pid:
+        kill_all([pid])
+    site = Path(run(VENV / "bin" / "python", "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])",
+                    capture=True).stdout.strip())
+    start_compute(site)
+    log("nova-compute restarted")
+
+
+def restart_volume(args=None):
+    """cinder-volume alone, by its PID, to load a changed volume driver: volumes stay (they
+    are files), and a volume it was making meanwhile stays in creating."""
+    pid = started_pids().get("cinder-volume")
+    if pid:
+        kill_all([pid])
+    spawn_cinder("volume")
+    log("cinder-volume restarted")
 
 
 def write_clouds_yaml(sec):
@@ -569,6 +603,20 @@ def instance_pids():
     return found
 
 
+def vm_pids():
+    """qemu processes of VM instances: each names its instance directory in its pidfile and on
+    its command line."""
+    found = []
+    for pidfile in INSTANCES.glob("*/qemu.pid") if INSTANCES.is_dir() else []:
+        try:
+            pid = int(pidfile.read_text().strip())
+            if str(pidfile.parent).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def our_mounts():
     with open("/proc/self/mountinfo") as f:
         points = [ln.split()[4] for ln in f]
@@ -609,7 +657,7 @@ def stop(quiet=False):
     # compute first, so that it cannot start anything new while instances are swept
     if "nova-compute" in pids:
         kill_all([pids.pop("nova-compute")])
-    guests = instance_pids()
+    guests = instance_pids() + vm_pids()
     kill_all(guests, grace=5)
     kill_all(list(pids.values()))
     for m in our_mounts():
@@ -658,6 +706,8 @@ def main(argv=None):
     sub.add_parser("install").set_defaults(fn=lambda a: install())
     sub.add_parser("up").set_defaults(fn=up)
     sub.add_parser("down").set_defaults(fn=down)
+    sub.add_parser("restart-compute").set_defaults(fn=lambda a: exclusive(restart_compute)(a))
+    sub.add_parser("restart-volume").set_defaults(fn=lambda a: exclusive(restart_volume)(a))
     sub.add_parser("status").set_defaults(fn=status)
     e = sub.add_parser("env")
     e.add_argument("--admin", action="store_true")

@@ -9,8 +9,9 @@ Two ways, both limited to the test that asks, since other sessions share the clo
 - ``FaultProxy(upstream)``: an HTTP proxy on its own port in front of one API. Only a client
   pointed at it (an endpoint override, or an auth_url for keystone) goes through it; rules
   make it answer a status (5xx, 409, 429 with Retry-After), for the first N matches or the
-  nth, before or after the service performed the request, hang, reset the connection, or
-  cut a request body after some bytes; ``cap_microversion`` makes nova or cinder behind it
+  nth, before or after the service performed the request, hang (before it, or with
+  ``held`` after it: the caller waits for the answer to a create that was made), reset the
+  connection, or cut a request body after some bytes; ``cap_microversion`` makes nova or cinder behind it
   an older release (its version documents and its 406 for a newer microversion).
 """
 import configparser
@@ -182,6 +183,11 @@ class FaultProxy:
     def hang(self, method, path, nth=None):
         return self._add(Rule("hang", method, path, nth=nth))
 
+    def held(self, method, path, nth=None):
+        """The service performs the request, and its answer is held until the proxy closes:
+        the caller sits between a create and knowing what it made."""
+        return self._add(Rule("hang", method, path, nth=nth, performed=True))
+
     def cut(self, method, path, after_bytes, nth=None):
         return self._add(Rule("cut", method, path, nth=nth, after_bytes=after_bytes))
 
@@ -209,7 +215,7 @@ class FaultProxy:
             for _ in self._body(h):
                 pass
             return self._send_error(h, 406, message=refused, fault="computeFault")
-        if rule and rule.action == "hang":
+        if rule and rule.action == "hang" and not rule.performed:
             self._stop.wait(HANG_SECONDS)
             return
         if rule and rule.action == "reset" and not rule.performed:
@@ -247,6 +253,9 @@ class FaultProxy:
             resp = conn.getresponse()
             if rule and rule.performed:        # the service did it; its answer is lost
                 resp.read()
+                if rule.action == "hang":
+                    self._stop.wait(HANG_SECONDS)
+                    return
                 return self._reset(h) if rule.action == "reset" else self._send_error(h, rule.status, rule.headers)
             if self.microversion_cap and method == "GET" and VERSION_DOCUMENT.fullmatch(path.split("?")[0]):
                 return self._relay_version_document(h, resp)

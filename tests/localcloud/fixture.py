@@ -38,27 +38,36 @@ class LocalCloud:
     def instances_path(self):
         return cli.INSTANCES
 
+    def guest_image(self, name):
+        """The real guests' base image (guestimage.py) in Glance, public, uploaded by admin
+        once per cloud; {id, name, path}."""
+        from . import guestimage
+
+        path = guestimage.ensure_guest_image(self.home)
+        return self._uploaded(name, path, "qcow2", path.stem.split("-")[-1])
+
+    def _uploaded(self, name, path, disk_format, key):
+        glance = glance_client.Client("2", session=self.session(admin=True))
+        found = [i for i in glance.images.list(filters={"name": name})
+                 if i.get("localcloud_base_key") == key and i["status"] == "active"]
+        if found:
+            image = found[0]
+        else:
+            image = glance.images.create(
+                name=name, disk_format=disk_format, container_format="bare", visibility="public",
+                os_distro="debian", os_version="12", localcloud_base_key=key)
+            with open(path, "rb") as f:
+                glance.images.upload(image["id"], f, image_size=path.stat().st_size)
+            image = glance.images.get(image["id"])
+        return {"id": image["id"], "name": image["name"], "path": path, "size": image["size"],
+                "checksum": image["os_hash_value"]}
+
     def base_image(self):
         """The base test image in Glance (public, uploaded by admin), built and cached on
         disk once per machine and uploaded once per cloud."""
         if self._base is None:
             path = baseimage.ensure_base_image()
-            key = path.stem.split("-")[-1]
-            glance = glance_client.Client("2", session=self.session(admin=True))
-            found = [i for i in glance.images.list(filters={"name": BASE_IMAGE_NAME})
-                     if i.get("localcloud_base_key") == key and i["status"] == "active"]
-            if found:
-                image = found[0]
-            else:
-                image = glance.images.create(
-                    name=BASE_IMAGE_NAME, disk_format="raw", container_format="bare",
-                    visibility="public", os_distro="debian", os_version="12",
-                    localcloud_base_key=key)
-                with open(path, "rb") as f:
-                    glance.images.upload(image["id"], f, image_size=path.stat().st_size)
-                image = glance.images.get(image["id"])
-            self._base = {"id": image["id"], "name": image["name"], "path": path,
-                          "size": image["size"], "checksum": image["os_hash_value"]}
+            self._base = self._uploaded(BASE_IMAGE_NAME, path, "raw", path.stem.split("-")[-1])
         return self._base
 
 

@@ -3,7 +3,8 @@
     setup_cloud.py --catalog    projects, users, roles, services and endpoints (one process:
                                 forty `openstack` CLI calls take minutes)
     setup_cloud.py --resources  wait until compute and volume services report up, then
-                                flavors and a network for the non-admin project
+                                the flavors (made or completed: it may run again on a
+                                running cloud)
 """
 import json
 import os
@@ -26,7 +27,10 @@ ENDPOINTS = [("keystone", "identity", AUTH_URL),
              ("cinderv3", "volumev3", "http://127.0.0.1:8776/v3/$(project_id)s"),
              ("cinder", "block-storage", "http://127.0.0.1:8776/v3/$(project_id)s"),
              ("neutron", "network", "http://127.0.0.1:9696")]
-FLAVORS = [("localcloud.tiny", 256, 1, 2), ("localcloud.small", 512, 1, 4), ("localcloud.medium", 1024, 2, 8)]
+# (name, RAM MiB, vCPUs, root GiB, extra specs); localcloud.vm's instances are qemu VMs
+# (drivers/nova_qemu.py), the others chroots
+FLAVORS = [("localcloud.tiny", 256, 1, 2, {}), ("localcloud.small", 512, 1, 4, {}),
+           ("localcloud.medium", 1024, 2, 8, {}), ("localcloud.vm", 1024, 2, 4, {"localcloud:vm": "true"})]
 
 
 def admin_session():
@@ -78,10 +82,11 @@ def resources(timeout=120):
         if time.monotonic() > end:
             sys.exit(f"services not up after {timeout}s: have {sorted(up)}, want {sorted(wanted)}")
         time.sleep(1)
-    have = {f.name for f in nova.flavors.list(is_public=None)}
-    for name, ram, vcpus, disk in FLAVORS:
-        if name not in have:
-            nova.flavors.create(name, ram=ram, vcpus=vcpus, disk=disk)
+    have = {f.name: f for f in nova.flavors.list(is_public=None)}
+    for name, ram, vcpus, disk, specs in FLAVORS:
+        flavor = have.get(name) or nova.flavors.create(name, ram=ram, vcpus=vcpus, disk=disk)
+        if specs and flavor.get_keys() != specs:
+            flavor.set_keys(specs)
 
 
 if __name__ == "__main__":

@@ -85,8 +85,9 @@ def test_minimal_flavour_gets_every_default():
         "key_name": None, "security_groups": [], "volume_size": None, "strategy": "snapshot",
         "disk_format": "qcow2", "outputs": ["qcow2"], "output_dir": None,
         "image_name": "{flavour}-{date}-{time}", "properties": {}, "tags": [],
-        "visibility": "private", "members": [], "keep": 3, "min_disk": None, "min_ram": None,
+        "visibility": "private", "members": [], "keep": 3, "prune_shared": "hide", "min_disk": None, "min_ram": None,
         "test": {"sls": ["postgres"], "cmd": None, "expect_no_changes": True}, "master": None,
+        "master_pillar": False, "proxy": None, "config_drive": None, "salt": "disable",
         "timeouts": {"boot": 600, "minion": 300, "apply": 1800, "snapshot": 1800, "validate": 900,
                      "claim": 3600},
     }
@@ -474,7 +475,7 @@ def test_fingerprint_is_stable(image_flavour):
     assert flavour.image_settings(resolve(image_flavour)) == {
         "sls": ["postgres", "postgres.python"], "strategy": "snapshot", "volume_size": None,
         "flavor": "m1.small", "properties": {"os_distro": "debian"}, "min_disk": None, "min_ram": None,
-        "outputs": ["qcow2"]}
+        "outputs": ["qcow2"], "salt": "disable", "master_pillar": False}
 
 
 @pytest.mark.parametrize("change", [
@@ -486,6 +487,8 @@ def test_fingerprint_is_stable(image_flavour):
     {"flavor": "m1.large"},
     {"min_disk": 4},
     {"outputs": ["qcow2", "ami"]},
+    {"salt": "keep"},
+    {"master_pillar": True},
 ])
 def test_fingerprint_follows_what_makes_the_image(image_flavour, change):
     assert _fingerprint({**image_flavour, **change}) != _fingerprint(image_flavour)

@@ -136,7 +136,10 @@ def test_run_all_runs_every_step_in_order(ctx):
     saved = pipeline.Build.load(ctx.builds_dir, build.id).data
     assert saved["status"] == "done" and [s["status"] for s in saved["steps"]] == ["done"] * 3
     assert saved["steps"][0]["process"] == claims.this_process()
-    assert ctx.statuses() == [(n, s) for n in "abc" for s in ("started", "done")]
+    # and the end of the build, with its summary (what salt-run ami.watch prints)
+    assert ctx.statuses() == [(n, s) for n in "abc" for s in ("started", "done")] + [("end", "done")]
+    end = ctx.events[-1][2]
+    assert end["build"] == build.id and [s["name"] for s in end["steps"]] == ["a", "b", "c"]
 
 
 def test_a_failed_step_undoes_what_ran_in_reverse(ctx):
@@ -155,7 +158,8 @@ def test_a_failed_step_undoes_what_ran_in_reverse(ctx):
     assert [(s["name"], s["status"]) for s in saved["steps"]] == [("a", "done"), ("b", "failed")]
     assert saved["steps"][1]["error"] == "no valid host"
     assert saved["cleanup"]["problems"] == []
-    assert ctx.statuses()[-2:] == [("b", "failed"), ("cleanup", "cleaned")]
+    assert ctx.statuses()[-3:] == [("b", "failed"), ("cleanup", "cleaned"), ("end", "cleaned")]
+    assert ctx.events[-1][2]["error"] == "step b: no valid host"
 
 
 def test_undo_errors_are_collected_and_every_undo_still_runs(ctx):
@@ -216,6 +220,9 @@ def test_nothing_to_do_skips_the_steps_after(ctx):
     assert results[1:] == [{"step": "boot", "skipped": "image x already has fingerprint f"},
                            {"step": "snapshot", "skipped": "image x already has fingerprint f"}]
     assert build.data["status"] == "done"
+    # a build with nothing to do ends too: once, at its last step
+    assert ctx.statuses() == [("resolve", "started"), ("resolve", "done"), ("end", "done")]
+    assert ctx.events[-1][2]["nothing_to_do"] == "image x already has fingerprint f"
 
 
 @pytest.mark.parametrize("fails", [None, RuntimeError("late")])

@@ -5,10 +5,13 @@
   golden image (saltami/scrub.py, which scrub.py here links to) from the minion's own root.
   Builders have salt but not the salt-ami library, so the file runs as a script with their
   python3; it exits non-zero when anything could not be scrubbed, which fails the state.
-  Pillar ami:scrub:trim (default true): fstrim (or zero-fill) the free space afterwards.
+  Pillar ami:scrub:trim (default true): fstrim (or zero-fill) the free space afterwards;
+  ami:scrub:salt (the flavour's `salt`, which the scrub step passes): disable, keep or remove.
+  On a builder that runs systemd, the scrub also arms a scrub at its shutdown.
 -#}
 {%- set trim = salt['pillar.get']('ami:scrub:trim', True) %}
+{%- set salt_in_image = salt['pillar.get']('ami:scrub:salt', 'disable') %}
 ami-scrub:
   cmd.script:
     - source: salt://ami/scrub.py
-    - args: --root / --json{{ '' if trim else ' --no-trim' }}
+    - args: --root / --json --salt {{ salt_in_image }}{{ '' if trim else ' --no-trim' }}

@@ -19,3 +19,10 @@ amitest:
     - contents: |
         #!/bin/sh
         printf '%s\n' {{ mark | quote }}
+
+# what the builder's pillar holds of the master's top file: the tests' top gives every minion
+# the flavours, and a build's minions get none of it (unless a flavour says master_pillar)
+/etc/ami-test/top-pillar:
+  file.managed:
+    - contents: "{{ salt['pillar.get']('ami:flavours', {}) | length }}"
+    - mode: '0644'

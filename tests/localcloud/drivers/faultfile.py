@@ -10,10 +10,16 @@ test's unique name, so no other test's resources are touched.
 A fault file: {"point": "nova.spawn", "match": "<regex>", "action": "...", "message": "..."}
 with, per point, these actions:
   nova.spawn     error (the server goes to ERROR), hang (stays BUILD until deleted),
-                 no-user-data (ACTIVE, but its user-data never runs)
+                 no-user-data (ACTIVE, but its user-data never runs), hold (stays BUILD
+                 while the fault is in place, then boots as usual; a delete ends it too)
   nova.snapshot  error (nova deletes the image), hang (the image stays queued until deleted)
   nova.attach    error (nova rolls the attach back)
-  cinder.create, cinder.from_image, cinder.to_image, cinder.connect   error
+  cinder.create  error, hold (the volume stays creating while the fault is in place, then
+                 is made as usual)
+  cinder.from_image, cinder.to_image, cinder.connect   error
+
+A hold is how a test catches a create in the act: the API has answered, the backend has not
+finished, and the test decides when it goes on (by removing the fault).
 
 Standard library only: the services' venv loads it (cinder through PYTHONPATH, the nova
 driver by path).
@@ -26,10 +32,10 @@ import time
 
 DIR = os.path.join(os.environ.get("LOCALCLOUD_HOME", "/var/lib/localcloud"), "state", "faults")
 POINTS = {
-    "nova.spawn": ("error", "hang", "no-user-data"),
+    "nova.spawn": ("error", "hang", "no-user-data", "hold"),
     "nova.snapshot": ("error", "hang"),
     "nova.attach": ("error",),
-    "cinder.create": ("error",),
+    "cinder.create": ("error", "hold"),
     "cinder.from_image": ("error",),
     "cinder.to_image": ("error",),
     "cinder.connect": ("error",),
@@ -64,6 +70,20 @@ def hang(until):
     end = time.monotonic() + HANG_MAX_SECONDS
     while time.monotonic() < end and not until():
         time.sleep(HANG_POLL_SECONDS)
+
+
+def hold(point, names, until=lambda: False):
+    """Block while a ``hold`` fault at ``point`` matches one of ``names``; True when
+    ``until()`` ended it (the resource is being deleted) rather than the fault's removal."""
+    end = time.monotonic() + HANG_MAX_SECONDS
+    while time.monotonic() < end:
+        fault = find(point, *names)
+        if not (fault and fault["action"] == "hold"):
+            return False
+        if until():
+            return True
+        time.sleep(HANG_POLL_SECONDS)
+    return False
 
 
 def apply(point, *names):
