@@ -8,7 +8,7 @@ NAME = "prune"
 def run(build, ctx):
     # in the manifest too: the build's summary (salt-run ami.build, ami.present) reports it
     build.data["pruned"] = provenance.prune(ctx.clients, ctx.spec["name"], ctx.spec["keep"],
-                                              shared=ctx.spec.get("prune_shared", "hide"))
+                                              shared=ctx.spec["prune_shared"])
     build.save()
     return build.data["pruned"]
 
