@@ -3,6 +3,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -55,19 +56,31 @@ def leftovers(clients, prefix):
 NOTHING = {"servers": [], "volumes": [], "snapshots": [], "images": [], "keys": []}
 
 
-def cloud_inventory(clients, salt_key, match=""):
+def of_builds(match):
+    """Whether a name is of the build ``match`` (an id: names that hold it) or of builds of the
+    flavour ``match`` (names that hold one of its build ids: ``amitest`` is in
+    ``ami-builder-amitest-20261207-101500-a1b2c3`` and not in ``ami-builder-amitest-p1-...``,
+    since other test processes build those on the same cloud meanwhile)."""
+    if re.search(r"-\d{8}-\d{6}-[0-9a-f]{6}$", match):
+        return lambda name: match in (name or "")
+    pattern = re.compile(rf"(?:^|-){re.escape(match)}-\d{{8}}-\d{{6}}")
+    return lambda name: bool(pattern.search(name or ""))
+
+
+def cloud_inventory(clients, salt_key, match):
     """What a build could leave behind: servers, volumes, volume snapshots (nova's createImage
-    of a server booted from a volume makes one), images, minion keys; with ``match``,
-    only those whose name holds it (a flavour or build of the test's own), as other
-    sessions build on the same cloud."""
+    of a server booted from a volume makes one), images, minion keys; of the builds of
+    ``match``, a flavour or a build id (``of_builds``), as other tests build on the same cloud
+    meanwhile."""
+    ours = of_builds(match)
     keys = json.loads(salt_key.run("--list-all", "--out=json").stdout)
     return {
-        "servers": sorted(s.id for s in clients.nova.servers.list() if match in s.name),
-        "volumes": sorted(v.id for v in clients.cinder.volumes.list() if match in (v.name or "")),
-        "snapshots": sorted(s.id for s in clients.cinder.volume_snapshots.list() if match in (s.name or "")),
+        "servers": sorted(s.id for s in clients.nova.servers.list() if ours(s.name)),
+        "volumes": sorted(v.id for v in clients.cinder.volumes.list() if ours(v.name)),
+        "snapshots": sorted(s.id for s in clients.cinder.volume_snapshots.list() if ours(s.name)),
         "images": sorted(i["id"] for i in clients.glance.images.list(filters={"visibility": "all"})
-                         if match in (i.get("name") or "") or match == i.get("ami_flavour", "")),
-        "keys": sorted(k for ks in keys.values() for k in ks if k.startswith("ami-") and match in k),
+                         if ours(i.get("name")) or match == i.get("ami_flavour", "")),
+        "keys": sorted(k for ks in keys.values() for k in ks if k.startswith("ami-") and ours(k)),
     }
 
 

@@ -12,11 +12,10 @@ from saltami.cloud.auth import connect
 
 @pytest.fixture(scope="session")
 def localcloud():
-    """The local cloud (tests/localcloud): started for this session unless one is running
-    already; stopped at the end only if this session started it (LOCALCLOUD_KEEP=1 keeps it)."""
-    cloud = localcloud_fixture.start()
-    yield cloud
-    localcloud_fixture.stop(cloud)
+    """The local cloud (tests/localcloud): started for this test run unless one is running
+    already; stopped at the end of the run only if the run started it (tests/conftest.py;
+    LOCALCLOUD_KEEP=1 keeps it)."""
+    return localcloud_fixture.start()
 
 
 @pytest.fixture(scope="session")

@@ -148,17 +148,17 @@ def test_no_secret_in_logs_events_manifest_or_properties(built, build_secrets, s
 
 
 def test_second_run_creates_nothing(salt_run, built, module_clients, salt_key):
-    before = cloud_inventory(module_clients, salt_key)
+    before = cloud_inventory(module_clients, salt_key, "amitest")
     ret = orch(salt_run, "amitest")
     states = states_of(ret)
     assert ret.returncode == 0
     assert "already has fingerprint" in json.dumps(states["ami-amitest-resolve"]["changes"])
-    assert cloud_inventory(module_clients, salt_key) == before
+    assert cloud_inventory(module_clients, salt_key, "amitest") == before
 
 
 def test_present_with_test_true_creates_nothing_and_says_why(salt_master, salt_run, built, module_clients,
                                                              salt_key):
-    before = cloud_inventory(module_clients, salt_key)
+    before = cloud_inventory(module_clients, salt_key, "amitest-changed")
     sls = ("amitest-changed:\n  ami.present:\n    - extends: amitest\n"
            "    - pillar: {amitest: {mark: changed}}\n")
     with salt_master.state_tree.base.temp_file("amitestpresent.sls", sls):
@@ -166,11 +166,11 @@ def test_present_with_test_true_creates_nothing_and_says_why(salt_master, salt_r
     (state,) = states_of(ret).values()
     assert state["result"] is None and "would be built: no image of flavour amitest-changed exists" in \
         state["comment"]
-    assert cloud_inventory(module_clients, salt_key) == before
+    assert cloud_inventory(module_clients, salt_key, "amitest-changed") == before
 
 
 def test_failing_sls_leaves_nothing_behind(salt_run, module_clients, salt_key):
-    before = cloud_inventory(module_clients, salt_key)
+    before = cloud_inventory(module_clients, salt_key, "amitest-broken")
     ret = orch(salt_run, "amitest-broken")
     states = states_of(ret)
     assert ret.returncode != 0
@@ -180,16 +180,16 @@ def test_failing_sls_leaves_nothing_behind(salt_run, module_clients, salt_key):
     reason = json.dumps(failed["changes"])
     assert "step provision failed" in reason and "amitest-broken-step" in reason
     assert states["ami-amitest-broken-cleanup"]["result"] is True
-    assert cloud_inventory(module_clients, salt_key) == before
+    assert cloud_inventory(module_clients, salt_key, "amitest-broken") == before
 
 
 def test_validation_failure_promotes_nothing(salt_run, module_clients, salt_key):
-    before = cloud_inventory(module_clients, salt_key)
+    before = cloud_inventory(module_clients, salt_key, "amitest-badtest")
     ret = salt_run.run("ami.build", flavour="amitest-badtest")
     assert ret.returncode != 0
     assert "step validate failed" in ret.stdout + ret.stderr
     assert provenance.find_promoted(module_clients, "amitest-badtest") == []
-    assert cloud_inventory(module_clients, salt_key) == before
+    assert cloud_inventory(module_clients, salt_key, "amitest-badtest") == before
 
 
 def test_extends_flavour_builds_with_the_parent_sls(salt_run, module_clients, build_secrets, tmp_path):
@@ -211,7 +211,7 @@ def test_two_flavours_in_parallel_then_pruned_and_absent(salt_master, salt_run, 
                                                         build_secrets, tmp_path):
     for f in ("amitest-p1", "amitest-p2"):
         provenance.prune(module_clients, f, keep=0, force=True)
-    before = cloud_inventory(module_clients, salt_key)
+    before = {f: cloud_inventory(module_clients, salt_key, f) for f in ("amitest-p1", "amitest-p2")}
     ret = salt_run.run("state.orch", "ami.build", pillar={"ami": {"flavour": ["amitest-p1", "amitest-p2"]}})
     states = states_of(ret)
     assert ret.returncode == 0, {k: v["comment"] for k, v in states.items() if not v["result"]}
@@ -233,9 +233,10 @@ def test_two_flavours_in_parallel_then_pruned_and_absent(salt_master, salt_run, 
     assert states["p2-absent"]["result"] is True
     assert states["p2-absent"]["changes"] == {"deleted": [images["amitest-p2"][0]["id"]]}
     assert provenance.find_promoted(module_clients, "amitest-p2") == []
-    after = cloud_inventory(module_clients, salt_key)
-    assert after["servers"] == before["servers"] and after["volumes"] == before["volumes"]
-    assert after["keys"] == before["keys"]
+    for f in ("amitest-p1", "amitest-p2"):
+        after = cloud_inventory(module_clients, salt_key, f)
+        assert after["servers"] == before[f]["servers"] and after["volumes"] == before[f]["volumes"]
+        assert after["keys"] == before[f]["keys"]
 
 
 @pytest.mark.parametrize("flavour,message", [
@@ -245,8 +246,8 @@ def test_two_flavours_in_parallel_then_pruned_and_absent(salt_master, salt_run, 
     ("no-such-flavour", "no-such-flavour"),
 ])
 def test_bad_flavours_fail_before_anything_is_created(salt_run, module_clients, salt_key, flavour, message):
-    before = cloud_inventory(module_clients, salt_key)
+    before = cloud_inventory(module_clients, salt_key, flavour)
     ret = orch(salt_run, flavour)
     assert ret.returncode != 0
     assert message in ret.stdout + ret.stderr
-    assert cloud_inventory(module_clients, salt_key) == before
+    assert cloud_inventory(module_clients, salt_key, flavour) == before

@@ -1,5 +1,6 @@
 """The pytest side of the local cloud: bring it up or reuse a running one, upload the base
 test image once, and hand out keystoneauth sessions for the non-admin user and for admin."""
+import fcntl
 import os
 import subprocess
 
@@ -8,7 +9,7 @@ from glanceclient import client as glance_client
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
-from . import baseimage, cli
+from . import RUN_ENV, baseimage, cli
 
 BASE_IMAGE_NAME = "localcloud-debian12-salt"
 
@@ -16,8 +17,7 @@ BASE_IMAGE_NAME = "localcloud-debian12-salt"
 class LocalCloud:
     """A running local cloud, seen from the tests."""
 
-    def __init__(self, started_here):
-        self.started_here = started_here
+    def __init__(self):
         self.home = cli.HOME
         self.clouds_yaml = cli.CLOUDS_YAML
         self.clouds = yaml.safe_load(self.clouds_yaml.read_text())["clouds"]
@@ -47,6 +47,12 @@ class LocalCloud:
         return self._uploaded(name, path, "qcow2", path.stem.split("-")[-1])
 
     def _uploaded(self, name, path, disk_format, key):
+        # one upload for the pytest processes of a run that ask at once (xdist's workers)
+        with open(self.home / "upload.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._upload_once(name, path, disk_format, key)
+
+    def _upload_once(self, name, path, disk_format, key):
         glance = glance_client.Client("2", session=self.session(admin=True))
         found = [i for i in glance.images.list(filters={"name": name})
                  if i.get("localcloud_base_key") == key and i["status"] == "active"]
@@ -77,13 +83,26 @@ def is_up():
 
 
 def start():
-    """Reuse a running cloud, or bring one up; returns a LocalCloud."""
+    """Reuse a running cloud, or bring one up for this test run (RUN_ENV: xdist's workers start
+    it where they first need it, and the run ends it once, in ``stop_if_started_here``);
+    returns a LocalCloud."""
     if is_up() and cli.CLOUDS_YAML.exists():
-        return LocalCloud(started_here=False)
+        return LocalCloud()
     subprocess.run([str(cli.HERE / "localcloud"), "up"], check=True)
-    return LocalCloud(started_here=True)
+    STARTED_BY.write_text(os.environ[RUN_ENV])
+    return LocalCloud()
 
 
-def stop(cloud):
-    if cloud.started_here and os.environ.get("LOCALCLOUD_KEEP") != "1":
+# which test run brought the cloud up: that run takes it down at its end, another reuses it
+STARTED_BY = cli.HOME / "started-by-run"
+
+
+def stop_if_started_here():
+    """Take the cloud down if this test run brought it up (LOCALCLOUD_KEEP=1 keeps it)."""
+    try:
+        started_by = STARTED_BY.read_text()
+    except FileNotFoundError:
+        return
+    if started_by == os.environ.get(RUN_ENV) and os.environ.get("LOCALCLOUD_KEEP") != "1":
         subprocess.run([str(cli.HERE / "localcloud"), "down"], check=True)
+        STARTED_BY.unlink(missing_ok=True)
