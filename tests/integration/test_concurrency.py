@@ -52,8 +52,9 @@ def killed_at(proc, builds_dir, known, when, timeout=300):
 
 def test_killed_build_is_cleaned_up_by_cleanup_without_a_build_id(salt_run, module_clients, salt_key, builds_dir):
     proc = start(salt_run, "state.orch", "ami.build", pillar={"ami": {"flavour": RUN_FLAVOUR}})
-    killed = killed_at(proc, builds_dir, set(manifests(builds_dir)),
-                       lambda m: running_step(m) == "boot" and m["resources"].get("builder_server"))
+    # killed while its builder applies the SLS: the builder's server exists, and its minion's key,
+    # which the minion makes itself at its first start (so not yet during the boot step)
+    killed = killed_at(proc, builds_dir, set(manifests(builds_dir)), lambda m: running_step(m) == "provision")
     made = cloud_inventory(module_clients, salt_key, killed["id"])
     assert made["servers"] and made["keys"], made
     # the orchestration recorded who drives the build, and each step who runs it

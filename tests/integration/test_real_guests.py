@@ -359,10 +359,13 @@ def test_volume_bake_inside_a_real_guest(vm_builder_image, guest_image, module_c
                   "file_roots: {base: [/srv/salt]}\npillar_roots: {base: [/srv/pillar]}\n")
         ssh_write(localcloud, builder["id"], key, "/etc/openstack/clouds.yaml", localcloud.clouds_yaml.read_text())
         t0 = time.monotonic()
+        # the result on stdout, the bake's progress on stderr (kept in the guest)
         status, out = ssh(localcloud, builder["id"], key,
-                          f"salt-call --local --out=json --log-level=quiet ami.bake flavour={VOLUME_FLAVOUR}",
-                          timeout=3600)
+                          f"salt-call --local --out=json --log-level=quiet ami.bake flavour={VOLUME_FLAVOUR} "
+                          "2>/root/bake.progress", timeout=3600)
         print(f"volume bake inside a real guest: {time.monotonic() - t0:.0f}s")
+        if status != 0:
+            out += ssh(localcloud, builder["id"], key, "cat /root/bake.progress")[1]
         assert status == 0, out[-3000:]
         result = json.loads(out)["local"]
         assert result["status"] == "done", result

@@ -257,7 +257,9 @@ def command(directory, spec):
         blockdev = _blockdev(name, disk)
         file_node = blockdev.pop("file")
         cmd += ["-blockdev", _opts({**blockdev, **{f"file.{k}": v for k, v in file_node.items()}})]
-        cmd += ["-device", _opts(_device(name, disk, bootindex=0 if index == 0 else None))]
+        # a direct kernel boot is qemu's boot index 0 itself (its linuxboot option ROM)
+        first = index == 0 and not spec.get("kernel")
+        cmd += ["-device", _opts(_device(name, disk, bootindex=0 if first else None))]
     if spec.get("kernel"):
         cmd += ["-kernel", spec["kernel"], "-append", spec.get("cmdline") or ""]
         if spec.get("initrd"):
