@@ -72,14 +72,21 @@ def present(name, **definition):
         # another build of the flavour made it meanwhile
         ret["comment"] = built["nothing_to_do"]
         return ret
-    pruned = built.get("pruned") or {}
+    pruned = _pruned(built.get("pruned"))
     in_use = pruned.get("kept_in_use") or {}
     ret.update(comment=f"built image {built['image']['name']} because {why}"
                        + (f"; kept {len(in_use)} older image(s) in use by servers: {in_use}" if in_use else ""),
                changes={"image": {"old": status["newest"], "new": built["image"]},
                         "build": {"id": built["build"], "manifest": built["manifest"]},
-                        **({"pruned": pruned} if pruned.get("deleted") or in_use else {})})
+                        **({"pruned": pruned} if pruned else {})})
     return ret
+
+
+def _pruned(report):
+    """What a prune did (saltami.provenance.prune's report: the images it deleted, hid or
+    deactivated, kept because servers use them, or could not remove and why), without what
+    it did not."""
+    return {k: v for k, v in (report or {}).items() if v and k != "must_be_empty"}
 
 
 def absent(name, force=False):
@@ -107,13 +114,22 @@ def pruned(name, keep=3):
 
 
 def _report(ret, name, out):
-    if out["deleted"]:
-        ret["changes"] = {"deleted": out["deleted"]}
+    done = _pruned(out)
+    in_use, failed = done.pop("kept_in_use", {}), done.pop("failed", {})
+    if done:
+        ret["changes"] = done
         if __opts__["test"]:
             ret["result"] = None
-    in_use = out.get("kept_in_use") or {}
-    ret["comment"] = (f"{'would delete' if __opts__['test'] else 'deleted'} {len(out['deleted'])} image(s) of "
-                      f"{name}" + (f"; kept {len(in_use)} in use by servers: {in_use}" if in_use else ""))
-    if in_use and out.get("must_be_empty"):
+    verbs = {"deleted": ("deleted", "would delete"), "hidden": ("hid", "would hide"),
+             "deactivated": ("deactivated", "would deactivate")}
+    said = [f"{verbs['deleted'][bool(__opts__['test'])]} {len(out['deleted'])} image(s) of {name}"]
+    said += [f"{verbs[k][bool(__opts__['test'])]} {len(done[k])} shared image(s)" for k in ("hidden", "deactivated")
+             if done.get(k)]
+    if in_use:
+        said.append(f"kept {len(in_use)} in use by servers: {in_use}")
+    if failed:
+        said.append(f"could not remove {len(failed)}: {failed}")
+    ret["comment"] = "; ".join(said)
+    if (in_use and out.get("must_be_empty")) or failed:
         ret["result"] = False
     return ret

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from saltami import provenance
+
 REPO = Path(__file__).resolve().parents[2]
 FP = "f" * 64
 NEWEST = {"id": "0b1e-old", "name": "debian-postgres-20261120-101500", "fingerprint": "e" * 64}
@@ -139,8 +141,9 @@ def test_present_fails_when_the_status_fails_and_builds_nothing(runner):
 
 
 # ------------------------------------------------------------------------------ absent, pruned
-def removed(deleted, kept_in_use=None, keep=0):
-    return {"deleted": deleted, "kept_in_use": kept_in_use or {}, "must_be_empty": keep == 0}
+def removed(deleted, kept_in_use=None, keep=0, **more):
+    """The ami.remove runner's answer: saltami.provenance.prune's report."""
+    return {**provenance.pruning_report(keep), "deleted": deleted, "kept_in_use": kept_in_use or {}, **more}
 
 
 def test_absent_deletes_every_image(runner):
@@ -196,3 +199,18 @@ def test_removal_failure_is_the_state_s_failure(runner, state):
     ret = getattr(ami_state, state)("debian-postgres")
     assert ret == {"name": "debian-postgres", "result": False, "changes": {},
                    "comment": "glance: 503 Service Unavailable"}
+
+
+def test_pruned_says_what_it_hid_and_what_it_could_not_remove(runner):
+    runner.replies["remove"] = removed(["i4"], keep=1, hidden=["i5"], failed={"i6": "409 InUseByStore"})
+    ret = ami_state.pruned("debian-postgres", keep=1)
+    # an image left behind fails the state, and what did go is its changes
+    assert ret["result"] is False and ret["changes"] == {"deleted": ["i4"], "hidden": ["i5"]}
+    assert ret["comment"] == ("deleted 1 image(s) of debian-postgres; hid 1 shared image(s); "
+                              "could not remove 1: {'i6': '409 InUseByStore'}")
+
+
+def test_present_reports_what_the_build_s_prune_did_and_nothing_else(runner):
+    runner.replies.update(status=outdated(), build=dict(summary(), pruned=removed(["i1"], keep=2)))
+    ret = ami_state.present("debian-postgres")
+    assert ret["result"] is True and ret["changes"]["pruned"] == {"deleted": ["i1"]}
