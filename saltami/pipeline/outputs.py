@@ -105,7 +105,10 @@ def minimal_filesystem(root, target, ids):
     st = os.statvfs(root)
     inodes = int((st.f_files - st.f_ffree) * 1.1) + 1024
     size = int(used * AMI_SLACK) + AMI_EXTRA
-    cmd = ["mkfs.ext4", "-q", "-F", "-N", str(inodes), "-J", f"size={AMI_JOURNAL_MIB}", "-d", root]
+    # inodes as dense as the tree's: a block group holds a fixed share of them, so with fewer
+    # per group than the data has, the groups the inodes need stop resize2fs -M short
+    bytes_per_inode = min(max(used // inodes, 1024), 1 << 26)
+    cmd = ["mkfs.ext4", "-q", "-F", "-i", str(bytes_per_inode), "-J", f"size={AMI_JOURNAL_MIB}", "-d", root]
     if ids.get("LABEL"):
         cmd += ["-L", ids["LABEL"]]
     if ids.get("UUID"):
