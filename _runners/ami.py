@@ -38,7 +38,9 @@ def _pillar(flavour=None, definition=None):
 
 
 def _clients(pillar, cloud):
-    return saltglue.clients(__context__, saltglue.config_getter(__opts__, pillar), cloud)
+    # one token for every step of a build, kept encrypted with a key from the master's own
+    return saltglue.clients(__context__, saltglue.config_getter(__opts__, pillar), cloud,
+                            tokens=saltglue.master_tokens(__opts__))
 
 
 def _say():

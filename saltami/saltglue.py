@@ -3,6 +3,7 @@ session per call chain, Salt's exceptions for the library's, and progress on the
 The only library module that imports salt."""
 import contextlib
 import logging
+import os
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -25,19 +26,44 @@ def cloud_spec(config_get, cloud=None):
     raise SaltInvocationError(f"ami:cloud must be a clouds.yaml name or a profile mapping, not {type(spec).__name__}")
 
 
-def clients(context, config_get, cloud=None):
+# the clients a master's process made, by cloud: the steps of an orchestrated build are
+# runner calls of one process, each with a __context__ of its own
+_PROCESS_CLIENTS = {}
+
+
+def clients(context, config_get, cloud=None, tokens=None):
     """Clients for this call chain, kept in ``__context__`` so that one session (and one
-    token) serves every call of a job."""
+    token) serves every call of a job. With ``tokens`` (a cloud.tokens.TokenCache: the
+    master's runners) they also serve this process's later calls, and the token the calls
+    of other processes: the steps of a build, and of builds that run side by side."""
     # imported here: functions that need no cloud (whoami inside a builder) must work
     # where the OpenStack clients are not installed
     from .cloud import auth
 
     name, profile = cloud_spec(config_get, cloud)
     key = ("saltami.clients", name, repr(sorted((profile or {}).items())))
-    if key not in context:
-        with salt_errors():
-            context[key] = auth.connect(cloud=name, profile=profile)
-    return context[key]
+    if key in context:
+        return context[key]
+    # a forked process must not share its parent's connections
+    process_key = (os.getpid(), key)
+    if tokens is not None and process_key in _PROCESS_CLIENTS:
+        context[key] = _PROCESS_CLIENTS[process_key]
+        return context[key]
+    with salt_errors():
+        made = auth.connect(cloud=name, profile=profile)
+        if tokens is not None:
+            made = _PROCESS_CLIENTS[process_key] = tokens.attach(made)
+    context[key] = made
+    return made
+
+
+def master_tokens(opts):
+    """The master's token cache (cloud/tokens.py): under its cachedir, keyed by its private
+    key, which only the master's user may read."""
+    from .cloud import tokens
+
+    return tokens.TokenCache.from_key_file(os.path.join(opts["cachedir"], "ami", "tokens"),
+                                           os.path.join(opts["pki_dir"], "master.pem"))
 
 
 @contextlib.contextmanager

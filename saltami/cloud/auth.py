@@ -132,6 +132,8 @@ class Clients:
         self.interface = region.get_interface()
         self._offered = {}
         self._microversions = {}
+        # a tokens.TokenCache that keeps this session's token, and what the services offer
+        self.keeper = None
 
     def endpoint_override(self, service_type):
         """clouds.yaml's ``<service>_endpoint_override`` (``image_endpoint_override``...): the
@@ -167,7 +169,19 @@ class Clients:
             if data is None:
                 raise CloudError(f"{what}: no endpoint for it in region {self.region_name!r}")
             self._offered[service_type] = (data.url or data.catalog_url, (data.min_microversion, data.max_microversion))
+            if self.keeper is not None:
+                self.keeper.keep(self)
         return self._offered[service_type]
+
+    def offered_known(self):
+        """What ``offered`` has read so far, as JSON can keep it (tokens.TokenCache)."""
+        return {service: [url, [list(v) if v else None for v in versions]]
+                for service, (url, versions) in self._offered.items()}
+
+    def restore_offered(self, known):
+        """Take up what another call read of the services' versions (``offered_known``)."""
+        for service, (url, versions) in known.items():
+            self._offered.setdefault(service, (url, tuple(tuple(v) if v else None for v in versions)))
 
     def microversion(self, service_type):
         """The microversion this cloud's nova or cinder is spoken at, as (major, minor)."""
