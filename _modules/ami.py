@@ -75,7 +75,7 @@ def plan(ami_pillar, flavour=None):
         # the process rendering the orchestration runs it: its steps record it as their owner
         owner = pipeline.claims.this_process()
         return [{"flavour": name, "build": pipeline.new_id(name), "owner": owner,
-                 "steps": [s.NAME for s in pipeline.steps_for(flavour_lib.resolve(ami_pillar, name)["strategy"])]}
+                 "steps": [s.NAME for s in pipeline.steps_of_spec(flavour_lib.resolve(ami_pillar, name))]}
                 for name in names]
 
 

@@ -115,7 +115,7 @@ def bake(opts, pillar_ami, flavour_name, clients, server_id=None):
     salt-call, it says its progress on the console (``console``)."""
     ctx = context(opts, pillar_ami, flavour_name, clients)
     cleaned = cleanup_abandoned(opts, pillar_ami, clients)
-    steps = pipeline.steps_for(ctx.spec["strategy"], here=True)
+    steps = pipeline.steps_of_spec(ctx.spec, here=True)
     b = pipeline.Build.create(ctx.builds_dir, flavour_name, steps)
     b.data["orchestrator"] = claims.this_process()
     if ctx.spec["strategy"] == "volume":

@@ -45,7 +45,7 @@ def summary(build):
 def build(opts, pillar_ami, flavour_name, clients, build_id=None):
     """A whole build in this process; raises StepFailed after cleaning up."""
     ctx = context(opts, pillar_ami, flavour_name, clients)
-    steps = pipeline.steps_for(ctx.spec["strategy"])
+    steps = pipeline.steps_of_spec(ctx.spec)
     b = pipeline.Build.create(ctx.builds_dir, flavour_name, steps, build_id)
     b.data["orchestrator"] = claims.this_process()
     pipeline.run_all(b, ctx, steps)
@@ -57,7 +57,7 @@ def step(opts, pillar_ami, flavour_name, build_id, step_name, clients, owner=Non
     ``owner`` is the process that drives the build (the orchestration): while it lives,
     the build is not abandoned between two steps."""
     ctx = context(opts, pillar_ami, flavour_name, clients)
-    plan = pipeline.steps_for(ctx.spec["strategy"])
+    plan = pipeline.steps_of_spec(ctx.spec)
     steps = {s.NAME: s for s in plan}
     if step_name not in steps:
         raise InvalidArgument(f"step {step_name!r} is not one of {', '.join(steps)}")

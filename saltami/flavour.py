@@ -416,6 +416,7 @@ FIELDS = {
     "prune_shared": ("hide", _choice(PRUNE_SHARED)),
     "min_disk": (None, _integer(0)),
     "min_ram": (None, _integer(0)),
+    "validate": (True, _boolean),
     "test": ({}, _nested(TEST_FIELDS)),
     "master": (None, _text),
     "master_pillar": (False, _boolean),

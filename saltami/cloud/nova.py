@@ -238,7 +238,7 @@ DELETE_RETRIES = 3
 
 
 def delete(clients, server_id, wait=True, timeout=300):
-    """Delete a server and wait until it is gone; False when there was none."""
+    """Delete a server and, with ``wait``, wait until it is gone; False when there was none."""
     server = _get_server(clients, server_id)
     if server is GONE:
         return False
@@ -246,25 +246,30 @@ def delete(clients, server_id, wait=True, timeout=300):
     # its answer was lost
     get_or_none(f"nova: delete {server_id}", server.delete)
     if wait:
-        retries = [DELETE_RETRIES]
-
-        def failed(s):
-            if s.status != "ERROR" or getattr(s, "OS-EXT-STS:task_state", None):
-                return None
-            # a server deleted while it was building can land in ERROR ("build aborted")
-            # before its delete goes through: deleting it again is what nova expects
-            if retries[0]:
-                retries[0] -= 1
-                with service_errors(f"nova: delete {server_id} again"):
-                    s.delete()
-                return None
-            return f"delete failed: {_fault(s)}"
-
-        wait_for(lambda: _get_server(clients, server_id), done=lambda s: s is GONE, failed=failed,
-                 describe=lambda s: f"status {s.status}", what=f"server {server_id} to be deleted",
-                 timeout=timeout)
-    log.info("deleted server %s", server_id)
+        wait_deleted(clients, server_id, timeout)
+    log.info("%s server %s", "deleted" if wait else "deleting", server_id)
     return True
+
+
+def wait_deleted(clients, server_id, timeout=300):
+    """Until a server whose deletion was asked for is gone."""
+    retries = [DELETE_RETRIES]
+
+    def failed(s):
+        if s.status != "ERROR" or getattr(s, "OS-EXT-STS:task_state", None):
+            return None
+        # a server deleted while it was building can land in ERROR ("build aborted")
+        # before its delete goes through: deleting it again is what nova expects
+        if retries[0]:
+            retries[0] -= 1
+            with service_errors(f"nova: delete {server_id} again"):
+                s.delete()
+            return None
+        return f"delete failed: {_fault(s)}"
+
+    wait_for(lambda: _get_server(clients, server_id), done=lambda s: s is GONE, failed=failed,
+             describe=lambda s: f"status {s.status}", what=f"server {server_id} to be deleted",
+             timeout=timeout)
 
 
 def console_output(clients, server_id, length=None):

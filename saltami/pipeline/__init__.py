@@ -198,15 +198,21 @@ def _modules(names):
     return [importlib.import_module(f"{__name__}.{name}") for name in names.split()]
 
 
-def steps_for(strategy, here=False):
+def steps_for(strategy, here=False, validate=True):
     """The steps of a build, in order, for the flavour's strategy, run by the master or
-    ``here``."""
+    ``here``; without ``validate`` (the flavour's key) no instance of the new image is booted
+    to test it before it is promoted."""
     plan = PLANS.get((strategy, here))
     if plan is None:
         available = sorted({s for s, h in PLANS if h == here})
         raise AmiError(f"build strategy {strategy!r} cannot run {'here' if here else 'on the master'} "
                        f"(available: {', '.join(available)})")
-    return _modules(plan)
+    return _modules(" ".join(name for name in plan.split() if validate or name != "validate"))
+
+
+def steps_of_spec(spec, here=False):
+    """The steps of a build of the flavour ``spec`` (validated)."""
+    return steps_for(spec["strategy"], here, validate=spec["validate"])
 
 
 def steps_of(build, strategy):

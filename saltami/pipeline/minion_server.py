@@ -137,20 +137,33 @@ def revoke(build, ctx, role):
         build.forget(f"{role}_admission", token_hash)
 
 
-def release(build, ctx, role):
+def release(build, ctx, role, wait=True):
     """Delete the role's server (nova removes the ports and the volumes it made for it), its
-    minion key and its admission token. A boot volume nova could not delete (cinder keeps a
-    volume that has snapshots: a failed build's createImage made one) goes with its snapshots."""
+    minion key and its admission token. Without ``wait`` the servers' deletion is asked for
+    and ``settle`` finishes the release later, so that the build goes on meanwhile (a boot
+    volume can only go once its server has: then it waits all the same)."""
     revoke(build, ctx, role)
     for server_id in build.made(f"{role}_server"):
-        nova.delete(ctx.clients, server_id, wait=True, timeout=ctx.spec["timeouts"]["boot"])
+        nova.delete(ctx.clients, server_id, wait=False)
+    if wait or build.made(f"{role}_volume"):
+        settle(build, ctx, role)
+
+
+def settle(build, ctx, role):
+    """The rest of ``release``: once the role's servers are gone, the boot volumes nova could
+    not delete (cinder keeps a volume that has snapshots: a failed build's createImage made
+    one) with their snapshots, and the minion keys (not before: a minion whose key goes while
+    it runs asks again, and would leave a key waiting on the master)."""
+    timeout = ctx.spec["timeouts"]["boot"]
+    for server_id in build.made(f"{role}_server"):
+        nova.wait_deleted(ctx.clients, server_id, timeout=timeout)
         build.forget(f"{role}_server", server_id)
     for volume_id in build.made(f"{role}_volume"):
         try:
-            cinder.delete(ctx.clients, volume_id, cascade=True, timeout=ctx.spec["timeouts"]["boot"])
+            cinder.delete(ctx.clients, volume_id, cascade=True, timeout=timeout)
         except CloudError:
             # cinder refuses a second delete: nova's own got there first
-            cinder.wait_status(ctx.clients, volume_id, "deleted", ctx.spec["timeouts"]["boot"])
+            cinder.wait_status(ctx.clients, volume_id, "deleted", timeout)
         build.forget(f"{role}_volume", volume_id)
     for minion_id in build.made(f"{role}_key"):
         ctx.master.delete_minion_key(minion_id)

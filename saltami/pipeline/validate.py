@@ -27,9 +27,11 @@ def run(build, ctx):
                 raise MinionFailed(f"test command {test['cmd']!r} exited {out['retcode']}: "
                                    f"{(out.get('stderr') or out.get('stdout'))[-500:]}")
             report["cmd"] = "exit 0"
-        return report
     finally:
         minion_server.release(build, ctx, "validator")
+    # the builder, whose deletion the release step asked for (on failure, its undo waits)
+    minion_server.settle(build, ctx, "builder")
+    return report
 
 
 def undo(build, ctx):

@@ -86,7 +86,7 @@ def test_minimal_flavour_gets_every_default():
         "disk_format": "qcow2", "outputs": ["qcow2"], "output_dir": None,
         "image_name": "{flavour}-{date}-{time}", "properties": {}, "tags": [],
         "visibility": "private", "members": [], "keep": 3, "prune_shared": "hide", "min_disk": None, "min_ram": None,
-        "test": {"sls": ["postgres"], "cmd": None, "expect_no_changes": True}, "master": None,
+        "validate": True, "test": {"sls": ["postgres"], "cmd": None, "expect_no_changes": True}, "master": None,
         "master_pillar": False, "proxy": None, "config_drive": None, "salt": "disable",
         "timeouts": {"boot": 600, "minion": 300, "apply": 1800, "snapshot": 1800, "validate": 900,
                      "claim": 3600},

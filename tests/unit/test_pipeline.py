@@ -26,6 +26,15 @@ def test_the_documented_plans():
         "release_volume", "promote", "prune"]
 
 
+def test_a_flavour_that_does_not_validate_boots_no_second_server():
+    keys = {"base": "debian-12", "sls": "x", "flavor": "m1"}
+    unchecked = flavour.resolve({"flavours": {"f": dict(keys, validate=False)}}, "f")
+    assert names(pipeline.steps_of_spec(unchecked)) == [
+        "resolve", "boot", "provision", "scrub", "snapshot", "release", "promote", "prune"]
+    checked = flavour.resolve({"flavours": {"f": keys}}, "f")
+    assert "validate" in names(pipeline.steps_of_spec(checked))
+
+
 @pytest.mark.parametrize("plan", sorted(pipeline.PLANS))
 def test_every_plan_is_runnable_and_cleanable(plan):
     steps = pipeline.steps_for(*plan)
