@@ -38,9 +38,7 @@ def _pillar(flavour=None, definition=None):
 
 
 def _clients(pillar, cloud):
-    # one token for every step of a build, kept encrypted with a key from the master's own
-    return saltglue.clients(__context__, saltglue.config_getter(__opts__, pillar), cloud,
-                            tokens=saltglue.master_tokens(__opts__))
+    return saltglue.master_clients(__opts__, __context__, pillar, cloud)
 
 
 def _say():
@@ -166,9 +164,8 @@ def step(step, flavour, build, owner=None, cloud=None):
 
         salt-run ami.step resolve flavour=debian-postgres build=debian-postgres-20261121-101500-a1b2c3
     """
-    pillar, ami = _pillar()
-    return _reported(lambda: builds.step(__opts__, ami, flavour, build, step, _clients(pillar, cloud),
-                                         owner=owner))
+    return _reported(lambda: builds.master_step(__opts__, __context__, flavour, build, step, owner=owner,
+                                                cloud=cloud))
 
 
 def cleanup(build=None, cloud=None):

@@ -14,10 +14,19 @@ orchestration (``salt-run state.orch``) or on the master's own minion.
 
 Without flavour keys, ``name`` is a flavour of pillar ``ami:flavours``.
 """
+try:
+    from saltami import builds, saltglue
+
+    HAS_LIBS = True
+except ImportError as _e:  # pragma: no cover - depends on the installation
+    HAS_LIBS, _MISSING = False, str(_e)
+
 __virtualname__ = "ami"
 
 
 def __virtual__():
+    if not HAS_LIBS:
+        return False, f"the ami states need the salt-ami library: {_MISSING}"
     return __virtualname__
 
 
@@ -132,4 +141,68 @@ def _report(ret, name, out):
     ret["comment"] = "; ".join(said)
     if (in_use and out.get("must_be_empty")) or failed:
         ret["result"] = False
+    return ret
+
+
+def step(name, flavour, build, owner=None):
+    """
+    One step of an orchestrated build, as the orchestration ``ami.build``
+    (salt/formulas/ami/build.sls) lays them out, one state each: not a state to write by
+    hand. ``name`` is the step (resolve, boot, provision...), ``build`` the build's id, and
+    ``owner`` the process that drives it. Its changes are what the step did; a resolve that
+    finds the flavour's image up to date has none, and the build's other steps, which need
+    its changes (onchanges), do not run. With ``test=True`` nothing runs: resolve says
+    whether the flavour would be built and why.
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    if __opts__["test"]:
+        return _step_test(ret, name, flavour, build)
+    try:
+        with saltglue.salt_errors():
+            out = builds.master_step(__opts__, __context__, flavour, build, name, owner=owner)
+    except (saltglue.SaltInvocationError, saltglue.CommandExecutionError) as e:
+        ret.update(result=False, comment=str(e))
+        return ret
+    if out.get("nothing_to_do") or out.get("skipped"):
+        ret["comment"] = f"build {build}: nothing to do: {out.get('nothing_to_do') or out['skipped']}"
+        return ret
+    ret["changes"] = {k: v for k, v in out.items() if k not in ("step", "seconds") and v not in (None, {}, [])} \
+        or {"done": name}
+    ret["comment"] = f"build {build}: step {name} done in {out.get('seconds', 0):.1f}s"
+    return ret
+
+
+def _step_test(ret, name, flavour, build):
+    if name != "resolve":
+        ret.update(result=None, comment=f"build {build}: step {name} would run")
+        return ret
+    status = _runner("status", flavour=flavour)
+    if _failed(ret, status):
+        return ret
+    if status["up_to_date"]:
+        ret["comment"] = (f"image {status['image']['name']} ({status['image']['id']}) has fingerprint "
+                          f"{status['fingerprint']}: nothing to build")
+        return ret
+    ret.update(result=None, comment=f"flavour {flavour} would be built: {'; '.join(status['why'])}",
+               changes={"image": {"old": status["newest"], "new": f"fingerprint {status['fingerprint']}"}})
+    return ret
+
+
+def cleanup(name):
+    """
+    Undo what the build ``name`` (its id) made: servers, volumes, minion keys, images. The
+    orchestration ``ami.build`` runs it when a step of the build failed.
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"would undo what build {name} made")
+        return ret
+    out = _runner("cleanup", build=name)
+    if _failed(ret, out):
+        return ret
+    ret["changes"] = {k: v for k, v in out.items() if k in ("status", "left", "problems") and v}
+    ret["comment"] = f"build {name}: {out['status']}"
+    if out.get("problems"):
+        ret.update(result=False, comment=f"build {name}: cleanup could not remove everything: "
+                                         f"{'; '.join(out['problems'])}")
     return ret

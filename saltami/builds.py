@@ -52,6 +52,26 @@ def build(opts, pillar_ami, flavour_name, clients, build_id=None):
     return summary(b)
 
 
+# the master's pillar as the steps of a build found it: compiled by the first step that a
+# process runs of the build (the orchestration runs them all in one process, one for each
+# flavour built side by side), by (process, build)
+_BUILD_PILLARS = {}
+
+
+def master_step(opts, context, flavour_name, build_id, step_name, owner=None, cloud=None):
+    """One step of an orchestrated build, with the master's pillar and cloud: what the
+    orchestration's ``ami.step`` states and ``salt-run ami.step`` run."""
+    from . import saltglue
+
+    key = (os.getpid(), build_id)
+    if key not in _BUILD_PILLARS:
+        _BUILD_PILLARS.clear()
+        _BUILD_PILLARS[key] = master_pillar(opts)
+    pillar = _BUILD_PILLARS[key]
+    clients = saltglue.master_clients(opts, context, pillar, cloud)
+    return step(opts, pillar.get("ami") or {}, flavour_name, build_id, step_name, clients, owner=owner)
+
+
 def step(opts, pillar_ami, flavour_name, build_id, step_name, clients, owner=None):
     """One step of an orchestrated build; the first one opens the build's manifest.
     ``owner`` is the process that drives the build (the orchestration): while it lives,
@@ -67,12 +87,7 @@ def step(opts, pillar_ami, flavour_name, build_id, step_name, clients, owner=Non
         b = pipeline.Build.create(ctx.builds_dir, flavour_name, plan, build_id)
     if owner and not b.data.get("orchestrator"):
         b.data["orchestrator"] = owner
-    result = pipeline.run_step(b, ctx, steps[step_name])
-    if step_name == list(steps)[-1]:
-        b.data["status"] = "done"
-        b.save()
-        claims.release(b)
-    return result
+    return pipeline.run_step(b, ctx, steps[step_name])
 
 
 def cleanup(opts, pillar_ami, build_id, clients):

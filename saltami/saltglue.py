@@ -57,6 +57,12 @@ def clients(context, config_get, cloud=None, tokens=None):
     return made
 
 
+def master_clients(opts, context, pillar, cloud=None):
+    """The clients of the master's runners and orchestration states: the cloud from the
+    ``cloud`` argument, pillar or the master config, one token for every step of a build."""
+    return clients(context, config_getter(opts, pillar), cloud, tokens=master_tokens(opts))
+
+
 def master_tokens(opts):
     """The master's token cache (cloud/tokens.py): under its cachedir, keyed by its private
     key, which only the master's user may read."""

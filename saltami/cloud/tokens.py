@@ -47,11 +47,17 @@ class TokenCache:
             log.info("no token cache: %s", e)
             return None
 
-    def _path(self, auth):
+    def _path(self, clients):
+        """The file of these credentials (keystoneauth's cache id) at these endpoints (the
+        rest of the cloud's settings: another endpoint for a service offers other versions),
+        or None when the auth plugin cannot say who it is."""
+        auth = clients.session.auth
         cache_id = auth.get_cache_id() if hasattr(auth, "get_cache_id") else None
         if not cache_id:
             return None
-        name = hmac.new(self._names, cache_id.encode(), hashlib.sha256).hexdigest()[:32]
+        settings = {k: v for k, v in clients.region.config.items() if k != "auth"}
+        identity = cache_id + json.dumps(settings, sort_keys=True, default=str)
+        name = hmac.new(self._names, identity.encode(), hashlib.sha256).hexdigest()[:32]
         return os.path.join(self.directory, f"{name}.token")
 
     def attach(self, clients):
@@ -59,7 +65,7 @@ class TokenCache:
         one for its credentials; from now on, keep every token its session gets (it
         authenticates when it first needs to, as without a cache: a failure is the step's)."""
         auth = clients.session.auth
-        path = self._path(auth)
+        path = self._path(clients)
         if path is None or not hasattr(auth, "set_auth_state") or not hasattr(auth, "get_access"):
             return clients
         clients.keeper = self
@@ -85,7 +91,7 @@ class TokenCache:
     def keep(self, clients):
         """Keep the session's auth state (and what the services offer, as far as known)."""
         auth = clients.session.auth
-        path = self._path(auth)
+        path = self._path(clients)
         state = auth.get_auth_state() if path else None
         if not state:
             return

@@ -94,8 +94,6 @@ def run_step(build, ctx, step):
     if build.data.get("status") in ("failed", "cleaned"):
         raise StepFailed(f"build {build.id} already failed; not running step {step.NAME}")
     if build.data.get("nothing_to_do"):
-        if _last(build, step):
-            _ended(build, ctx)
         return {"step": step.NAME, "skipped": build.data["nothing_to_do"]}
     # who runs the step: a killed build is one whose step's process is gone
     record = {"name": step.NAME, "status": "running", "started": time.time(), "process": claims.this_process()}
@@ -119,7 +117,8 @@ def run_step(build, ctx, step):
     build.save()
     ctx.event(build, step.NAME, {"status": "done", "seconds": record["seconds"], **report.step_details(result)})
     log.info("build %s: step %s done in %.1fs", build.id, step.NAME, record["seconds"])
-    if _last(build, step):
+    # a build with nothing to do ends with the step that found it (its other steps are not run)
+    if _last(build, step) or build.data.get("nothing_to_do"):
         _ended(build, ctx)
     return {"step": step.NAME, "seconds": record["seconds"], **(result or {})}
 
@@ -130,9 +129,11 @@ def _last(build, step):
 
 def _ended(build, ctx):
     """Once its last step ran, the build is done (however it is driven: run_all, or the
-    orchestration's last ami.step) and says so: salt/ami/<flavour>/end with its summary."""
+    orchestration's last ami.step), gives up its flavour's claim and says so:
+    salt/ami/<flavour>/end with its summary."""
     build.data["status"] = "done"
     build.save()
+    claims.release(build)
     ctx.event(build, report.END, report.summary(build))
 
 
@@ -171,9 +172,6 @@ def run_all(build, ctx, steps):
         if cleaned["problems"] and isinstance(e, StepFailed):
             raise StepFailed(f"{e}; cleanup could not remove everything: {'; '.join(cleaned['problems'])}") from e
         raise
-    build.data["status"] = "done"
-    build.save()
-    claims.release(build)
     return results
 
 

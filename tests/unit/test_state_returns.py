@@ -214,3 +214,53 @@ def test_present_reports_what_the_build_s_prune_did_and_nothing_else(runner):
     runner.replies.update(status=outdated(), build=dict(summary(), pruned=removed(["i1"], keep=2)))
     ret = ami_state.present("debian-postgres")
     assert ret["result"] is True and ret["changes"]["pruned"] == {"deleted": ["i1"]}
+
+
+# ------------------------------------------------------------------------------ the orchestration's steps
+@pytest.fixture
+def steps(monkeypatch):
+    """builds.master_step (what ami.step runs) answering each step with a canned result."""
+    from saltami import builds
+    from saltami.pipeline import StepFailed
+
+    done, calls = {}, []
+
+    def master_step(opts, context, flavour, build, step, owner=None, cloud=None):
+        calls.append(step)
+        if isinstance(done.get(step), Exception):
+            raise done[step]
+        return {"step": step, "seconds": 2.5, **done.get(step, {})}
+
+    monkeypatch.setattr(builds, "master_step", master_step)
+    return {"results": done, "calls": calls, "failed": StepFailed}
+
+
+def test_a_step_that_did_something_says_what(steps):
+    steps["results"]["snapshot"] = {"image": "9c3a-new", "size": 1073741824}
+    ret = ami_state.step("snapshot", flavour="debian-postgres", build="b1")
+    assert ret == {"name": "snapshot", "result": True, "comment": "build b1: step snapshot done in 2.5s",
+                   "changes": {"image": "9c3a-new", "size": 1073741824}}
+
+
+def test_a_resolve_with_nothing_to_do_has_no_changes(steps):
+    # the other steps need resolve's changes (build.sls): with none they do not run
+    steps["results"]["resolve"] = {"fingerprint": FP, "nothing_to_do": f"image x already has fingerprint {FP}"}
+    ret = ami_state.step("resolve", flavour="debian-postgres", build="b1")
+    assert ret["result"] is True and ret["changes"] == {}
+    assert ret["comment"] == f"build b1: nothing to do: image x already has fingerprint {FP}"
+
+
+def test_a_failed_step_fails_its_state_with_the_reason(steps):
+    steps["results"]["provision"] = steps["failed"]("build b1: step provision failed: nginx: pkg failed")
+    ret = ami_state.step("provision", flavour="debian-postgres", build="b1")
+    assert ret == {"name": "provision", "result": False, "changes": {},
+                   "comment": "build b1: step provision failed: nginx: pkg failed"}
+
+
+@pytest.mark.parametrize("test_mode", [True])
+def test_with_test_true_no_step_runs_and_resolve_says_why(steps, runner, test_mode):
+    runner.replies["status"] = outdated()
+    ret = ami_state.step("resolve", flavour="debian-postgres", build="b1")
+    assert ret["result"] is None and ret["comment"] == "flavour debian-postgres would be built: sls_hash changed"
+    assert ami_state.step("boot", flavour="debian-postgres", build="b1")["result"] is None
+    assert steps["calls"] == []

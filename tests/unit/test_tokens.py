@@ -18,13 +18,19 @@ class Session:
         self.auth = auth
 
 
+class Region:
+    def __init__(self, config):
+        self.config = config
+
+
 class Clients:
     """What TokenCache needs of saltami.cloud.auth.Clients."""
 
-    def __init__(self, password="pw", project="demo"):
+    def __init__(self, password="pw", project="demo", **settings):
         self.session = Session(v3.Password(auth_url="http://keystone:5000/v3", username="demo",
                                            password=password, project_name=project,
                                            user_domain_name="Default", project_domain_name="Default"))
+        self.region = Region({"auth": {"password": password}, "region_name": "RegionOne", **settings})
         self.keeper = None
         self.offered = {}
 
@@ -87,6 +93,8 @@ def test_other_credentials_or_another_key_never_get_the_token(tmp_path):
     authenticated(cache, Clients())
     for other, key in ((Clients(password="other"), b"the master's private key"),
                        (Clients(project="admin"), b"the master's private key"),
+                       # the same user at another endpoint (a proxy, an older API's): not its versions
+                       (Clients(compute_endpoint_override="http://proxy:1234/v2.1"), b"the master's private key"),
                        (Clients(), b"another master's key")):
         TokenCache(str(tmp_path / "tokens"), key).attach(other)
         assert other.session.auth.auth_ref is None

@@ -1,45 +1,53 @@
 {#-
   salt-run state.orch ami.build pillar='{"ami": {"flavour": "debian-postgres"}}'
-  salt-run state.orch ami.build pillar='{"ami": {"flavour": [web, db]}}'   (these, in parallel)
-  salt-run state.orch ami.build                  (every flavour, in parallel)
+  salt-run state.orch ami.build pillar='{"ami": {"flavour": [web, db]}}'   (these, side by side)
+  salt-run state.orch ami.build                  (every flavour, side by side)
 
-  One state per build step, so the orchestration's output shows each step with its duration
-  and, on failure, the failing step and its reason; the cleanup state then undoes what the
-  build made. Flavours come from pillar ami:flavours (see pillar.example).
+  One flavour: one state per build step (ami.step), so that the orchestration's output shows
+  each step with what it did and its duration and, on failure, the failing step and its
+  reason; the cleanup state (ami.cleanup) then undoes what the build made. Each step needs the
+  one before it, and the changes of resolve: when the flavour's image is up to date, resolve
+  has none and no other step runs. Flavours come from pillar ami:flavours (pillar.example).
 
-  Several flavours run side by side: the states are laid out step by step (every flavour's
-  resolve, then every flavour's boot...), each parallel, so that the state engine, which
-  waits in order for a state's requisites, starts one flavour's step while another's runs.
+  Several flavours: one orchestration of this file for each, side by side (parallel), so that
+  each flavour goes through its steps at its own pace, never waiting for another's step (the
+  state engine waits in order for a state's requisites: steps of several flavours in one
+  orchestration would go at the pace of the slowest at every step).
 -#}
 {%- set ami = pillar.get('ami', {}) %}
 {%- set plans = salt['ami.plan'](ami, flavour=ami.get('flavour')) %}
-{%- set depth = plans | map(attribute='steps') | map('length') | max %}
-{%- for i in range(depth) %}
-{%- for plan in plans if i < plan.steps | length %}
-ami-{{ plan.flavour }}-{{ plan.steps[i] }}:
+{%- if plans | length > 1 %}
+{%- for plan in plans %}
+ami-{{ plan.flavour }}:
   salt.runner:
-    - name: ami.step
-    - step: {{ plan.steps[i] }}
+    - name: state.orchestrate
+    - mods: ami.build
+    - pillar: {"ami": {"flavour": {{ plan.flavour | json }}}}
+    - parallel: True
+{%- endfor %}
+{%- else %}
+{%- for plan in plans %}
+{%- for step in plan.steps %}
+ami-{{ plan.flavour }}-{{ step }}:
+  ami.step:
+    - name: {{ step }}
     - flavour: {{ plan.flavour }}
     - build: {{ plan.build }}
     - owner: {{ plan.owner | json }}
-{%- if plans | length > 1 %}
-    - parallel: True
-{%- endif %}
-{%- if i > 0 %}
+{%- if not loop.first %}
     - require:
-      - salt: ami-{{ plan.flavour }}-{{ plan.steps[i - 1] }}
+      - ami: ami-{{ plan.flavour }}-{{ loop.previtem }}
+    - onchanges:
+      - ami: ami-{{ plan.flavour }}-{{ plan.steps[0] }}
 {%- endif %}
 {%- endfor %}
-{%- endfor %}
-{%- for plan in plans %}
 
 ami-{{ plan.flavour }}-cleanup:
-  salt.runner:
-    - name: ami.cleanup
-    - build: {{ plan.build }}
+  ami.cleanup:
+    - name: {{ plan.build }}
     - onfail_any:
 {%- for step in plan.steps %}
-      - salt: ami-{{ plan.flavour }}-{{ step }}
+      - ami: ami-{{ plan.flavour }}-{{ step }}
 {%- endfor %}
 {%- endfor %}
+{%- endif %}
