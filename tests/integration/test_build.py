@@ -77,7 +77,7 @@ def build_secrets(flavours, cloud_profile, salt_master):
 
 def assert_audit_clean(clients, image, secrets, tmp_path):
     """Download the image and audit it with the build's secrets: nothing found."""
-    path = tmp_path / f"{image['id']}.raw"
+    path = tmp_path / f"{image['id']}.{image['disk_format']}"
     glance.download(clients, image["id"], str(path))
     try:
         report = audit.audit(str(path), secrets, workdir=tmp_path)
@@ -125,7 +125,7 @@ def test_image_has_the_flavour_and_none_of_what_scrub_removes(built, module_clie
     image = built["image"]
     assert image["name"].startswith("amitest-") and image["ami_status"] == "promoted"
     assert image["os_distro"] == "debian" and image["ami_sls"] == "amitest"
-    path = tmp_path / "image.raw"
+    path = tmp_path / f"image.{image['disk_format']}"
     glance.download(module_clients, image["id"], str(path))
     with mounted_image(path, tmp_path) as root:
         assert (root / "etc/ami-test/flavour").read_text().strip() == "baked-by-test"
@@ -210,7 +210,7 @@ def test_extends_flavour_builds_with_the_parent_sls(salt_run, module_clients, bu
     assert ret.returncode == 0, ret
     image = provenance.find_promoted(module_clients, "amitest-extra")[0]
     assert image["ami_sls"] == "amitest,amitest.extra" and "extra" in image["tags"]
-    path = tmp_path / "extra.raw"
+    path = tmp_path / f"extra.{image['disk_format']}"
     glance.download(module_clients, image["id"], str(path))
     with mounted_image(path, tmp_path) as root:
         assert (root / "etc/ami-test/flavour").exists() and (root / "etc/ami-test/extra").exists()

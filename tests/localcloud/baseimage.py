@@ -89,6 +89,20 @@ def ensure_base_image(home: str | os.PathLike | None = None, *,
     return image
 
 
+def as_qcow2(raw: Path) -> Path:
+    """The base image converted to qcow2 (uncompressed: its zeros are not stored), cached
+    beside the raw disk under the same key."""
+    image = raw.with_suffix(".qcow2")
+    if image.exists():
+        return image
+    with locked(raw.parent / "base.lock"):
+        if not image.exists():
+            partial = image.with_name(image.name + ".partial")
+            run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(partial))
+            partial.rename(image)
+    return image
+
+
 def localcloud_home(home: str | os.PathLike | None = None) -> Path:
     return Path(home or os.environ.get("LOCALCLOUD_HOME") or DEFAULT_HOME)
 

@@ -55,7 +55,8 @@ class LocalCloud:
     def _upload_once(self, name, path, disk_format, key):
         glance = glance_client.Client("2", session=self.session(admin=True))
         found = [i for i in glance.images.list(filters={"name": name})
-                 if i.get("localcloud_base_key") == key and i["status"] == "active"]
+                 if i.get("localcloud_base_key") == key and i["status"] == "active"
+                 and i["disk_format"] == disk_format]
         if found:
             image = found[0]
         else:
@@ -70,10 +71,13 @@ class LocalCloud:
 
     def base_image(self):
         """The base test image in Glance (public, uploaded by admin), built and cached on
-        disk once per machine and uploaded once per cloud."""
+        disk once per machine and uploaded once per cloud: as qcow2, as most clouds keep
+        their images (snapshots of its servers are qcow2 too, half the bytes of the raw
+        disk); ``path`` is the raw disk."""
         if self._base is None:
             path = baseimage.ensure_base_image()
-            self._base = self._uploaded(BASE_IMAGE_NAME, path, "raw", path.stem.split("-")[-1])
+            key = path.stem.split("-")[-1]
+            self._base = {**self._uploaded(BASE_IMAGE_NAME, baseimage.as_qcow2(path), "qcow2", key), "path": path}
         return self._base
 
 
