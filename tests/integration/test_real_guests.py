@@ -350,7 +350,7 @@ def test_volume_bake_inside_a_real_guest(vm_builder_image, guest_image, module_c
             ssh_write(localcloud, builder["id"], key, f"/srv/salt/amitest/{sls}",
                       (Path(__file__).parents[2] / "salt/formulas/amitest" / sls).read_text())
         flavour = {"strategy": "volume", "base": {"name": guest_image["name"]}, "sls": ["amitest"],
-                   "volume_size": 3, "pillar": {"amitest": {"mark": "baked-in-a-real-guest", "secret": VOLUME_SECRET}},
+                   "volume_size": 2, "pillar": {"amitest": {"mark": "baked-in-a-real-guest", "secret": VOLUME_SECRET}},
                    "keep": 1, "timeouts": {"boot": 600, "apply": 1200, "snapshot": 1200}}
         ssh_write(localcloud, builder["id"], key, "/srv/pillar/top.sls", "base: {'*': [ami]}\n")
         ssh_write(localcloud, builder["id"], key, "/srv/pillar/ami.sls",
