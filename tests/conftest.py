@@ -6,6 +6,8 @@ helpers.py and the localcloud package live here."""
 import os
 import uuid
 
+import pytest
+
 from localcloud import RUN_ENV
 
 
@@ -32,9 +34,8 @@ GROUPS = {module: "builder-vm" for module in
 FIRST = ("test_real_guests",)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups
 def pytest_collection_modifyitems(config, items):
-    import pytest
-
     def module(item):
         return item.path.stem if item.path.parent.name == "integration" else "unit"
 
