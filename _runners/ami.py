@@ -66,7 +66,7 @@ def _printing(say):
     return pipeline_context.listening(report.Progress().printer(say))
 
 
-def build(flavour=None, definition=None, cloud=None):
+def build(flavour=None, definition=None, cloud=None, test=False):
     """
     Build one flavour's image, all steps in this process: resolve, boot, provision, scrub,
     snapshot, release, validate, promote, prune. On failure everything the build made is
@@ -75,14 +75,27 @@ def build(flavour=None, definition=None, cloud=None):
     with its duration, transfers with their bytes and rate, and at the end a summary (image,
     size, duration of each step, what was pruned).
 
+    ``test=True``: a dry run. For each flavour, whether it would build and why, what it would
+    create (servers, volumes, images and their names) and what its prune would remove; it
+    checks what a build checks first (a bad flavour fails as it would) and creates, claims
+    and writes nothing.
+
     CLI Example:
 
     .. code-block:: bash
 
         salt-run ami.build flavour=debian-postgres
         salt-run ami.build flavour='[debian-postgres, debian-redis]'
+        salt-run ami.build flavour=debian-postgres test=True
     """
     pillar, ami = _pillar(flavour if isinstance(flavour, str) else None, definition)
+    if test:
+        def dry_runs():
+            with saltglue.salt_errors():
+                clients = _clients(pillar, cloud)
+                names = [flavour] if isinstance(flavour, str) else flavour or flavour_lib.names(ami)
+                return {name: builds.dry_run(__opts__, ami, name, clients) for name in names}
+        return _reported(dry_runs)
     say = _say()
     if isinstance(flavour, str):
         with _printing(say):

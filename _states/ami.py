@@ -15,7 +15,7 @@ orchestration (``salt-run state.orch``) or on the master's own minion.
 Without flavour keys, ``name`` is a flavour of pillar ``ami:flavours``.
 """
 try:
-    from saltami import builds, saltglue
+    from saltami import builds, provenance, saltglue
 
     HAS_LIBS = True
 except ImportError as _e:  # pragma: no cover - depends on the installation
@@ -81,7 +81,7 @@ def present(name, **definition):
         # another build of the flavour made it meanwhile
         ret["comment"] = built["nothing_to_do"]
         return ret
-    pruned = _pruned(built.get("pruned"))
+    pruned = provenance.outcomes(built.get("pruned"))
     in_use = pruned.get("kept_in_use") or {}
     ret.update(comment=f"built image {built['image']['name']} because {why}"
                        + (f"; kept {len(in_use)} older image(s) in use by servers: {in_use}" if in_use else ""),
@@ -89,13 +89,6 @@ def present(name, **definition):
                         "build": {"id": built["build"], "manifest": built["manifest"]},
                         **({"pruned": pruned} if pruned else {})})
     return ret
-
-
-def _pruned(report):
-    """What a prune did (saltami.provenance.prune's report: the images it deleted, hid or
-    deactivated, kept because servers use them, or could not remove and why), without what
-    it did not."""
-    return {k: v for k, v in (report or {}).items() if v and k != "must_be_empty"}
 
 
 def absent(name, force=False):
@@ -123,7 +116,7 @@ def pruned(name, keep=3):
 
 
 def _report(ret, name, out):
-    done = _pruned(out)
+    done = provenance.outcomes(out)
     in_use, failed = done.pop("kept_in_use", {}), done.pop("failed", {})
     if done:
         ret["changes"] = done
@@ -173,18 +166,24 @@ def step(name, flavour, build, owner=None):
 
 
 def _step_test(ret, name, flavour, build):
+    """A dry run: resolve says whether the flavour would be built and why, what the build
+    would create and prune, after checking what a build checks (a bad flavour fails as it
+    would); the other steps say they would run. Nothing is created or claimed."""
     if name != "resolve":
         ret.update(result=None, comment=f"build {build}: step {name} would run")
         return ret
-    status = _runner("status", flavour=flavour)
-    if _failed(ret, status):
+    try:
+        with saltglue.salt_errors():
+            plan = builds.master_dry_run(__opts__, __context__, flavour)
+    except (saltglue.SaltInvocationError, saltglue.CommandExecutionError) as e:
+        ret.update(result=False, comment=str(e))
         return ret
-    if status["up_to_date"]:
-        ret["comment"] = (f"image {status['image']['name']} ({status['image']['id']}) has fingerprint "
-                          f"{status['fingerprint']}: nothing to build")
+    if not plan["would_build"]:
+        ret["comment"] = (f"image {plan['image']['name']} ({plan['image']['id']}) has fingerprint "
+                          f"{plan['fingerprint']}: nothing to build")
         return ret
-    ret.update(result=None, comment=f"flavour {flavour} would be built: {'; '.join(status['why'])}",
-               changes={"image": {"old": status["newest"], "new": f"fingerprint {status['fingerprint']}"}})
+    ret.update(result=None, comment=f"flavour {flavour} would be built: {'; '.join(plan['why'])}",
+               changes={k: plan[k] for k in ("would_create", "would_prune", "fingerprint") if plan.get(k)})
     return ret
 
 

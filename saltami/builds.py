@@ -3,7 +3,7 @@
 come through here."""
 import os
 
-from . import flavour, pipeline, report
+from . import flavour, pipeline, provenance, report
 from .errors import InvalidArgument
 from .pipeline import claims
 from .pipeline.context import Context
@@ -58,18 +58,30 @@ def build(opts, pillar_ami, flavour_name, clients, build_id=None):
 _BUILD_PILLARS = {}
 
 
-def master_step(opts, context, flavour_name, build_id, step_name, owner=None, cloud=None):
-    """One step of an orchestrated build, with the master's pillar and cloud: what the
-    orchestration's ``ami.step`` states and ``salt-run ami.step`` run."""
+def _master_inputs(opts, context, build_id=None, cloud=None):
+    """The master's pillar ``ami`` and its cloud's clients (for the steps of build
+    ``build_id``, the pillar compiled once in this process)."""
     from . import saltglue
 
     key = (os.getpid(), build_id)
-    if key not in _BUILD_PILLARS:
+    if build_id is None or key not in _BUILD_PILLARS:
         _BUILD_PILLARS.clear()
         _BUILD_PILLARS[key] = master_pillar(opts)
     pillar = _BUILD_PILLARS[key]
-    clients = saltglue.master_clients(opts, context, pillar, cloud)
-    return step(opts, pillar.get("ami") or {}, flavour_name, build_id, step_name, clients, owner=owner)
+    return pillar.get("ami") or {}, saltglue.master_clients(opts, context, pillar, cloud)
+
+
+def master_step(opts, context, flavour_name, build_id, step_name, owner=None, cloud=None):
+    """One step of an orchestrated build, with the master's pillar and cloud: what the
+    orchestration's ``ami.step`` states and ``salt-run ami.step`` run."""
+    ami, clients = _master_inputs(opts, context, build_id, cloud)
+    return step(opts, ami, flavour_name, build_id, step_name, clients, owner=owner)
+
+
+def master_dry_run(opts, context, flavour_name, cloud=None):
+    """``dry_run`` with the master's pillar and cloud (the orchestration with test=True)."""
+    ami, clients = _master_inputs(opts, context, cloud=cloud)
+    return dry_run(opts, ami, flavour_name, clients)
 
 
 def step(opts, pillar_ami, flavour_name, build_id, step_name, clients, owner=None):
@@ -90,6 +102,51 @@ def step(opts, pillar_ami, flavour_name, build_id, step_name, clients, owner=Non
     return pipeline.run_step(b, ctx, steps[step_name])
 
 
+def dry_run(opts, pillar_ami, flavour_name, clients):
+    """What a build of the flavour would do now, without doing any of it: whether it would
+    build and why, what it would create (servers, volumes, images and their names) and what
+    its prune would remove. It checks all that a build checks before it makes anything
+    (the flavour, the credentials, the base, the builder's flavor, networks and key pair,
+    the master's admission and pillar: resolve.check), and fails as the build would; it
+    writes, claims and creates nothing."""
+    from .pipeline import minion_server, outputs, resolve
+
+    ctx = context(opts, pillar_ami, flavour_name, clients)
+    spec, steps = ctx.spec, pipeline.steps_of_spec(ctx.spec)
+    b = pipeline.Build.unsaved(flavour_name, steps)
+    base = resolve.check(b, ctx)
+    now = status(opts, pillar_ami, flavour_name, clients)
+    report_ = {"flavour": flavour_name, "would_build": not now["up_to_date"], "why": now["why"],
+               "fingerprint": now["fingerprint"], "base": now["base"], "steps": [s.NAME for s in steps]}
+    if now["up_to_date"]:
+        return {**report_, "image": now["image"]}
+    create = {"servers": [], "volumes": [], "images": []}
+    if "boot" in b.data["plan"]:
+        for role, image in (("builder", b.data["builder_image"]), ("validator", "the candidate image")):
+            if role == "validator" and "validate" not in b.data["plan"]:
+                continue
+            volume = minion_server.boot_volume_size(ctx, b.data["builder_image"])
+            create["servers"].append({"role": role, "name": f"ami-{role}-{b.id}", "image": image,
+                                      "flavor": spec["flavor"], "networks": spec["networks"],
+                                      **({"boot_volume_gib": volume} if volume else {})})
+    if "volume" in b.data["plan"]:
+        create["volumes"].append({"name": f"ami-bake-{b.id}", "size_gib": spec["volume_size"], "from": base["id"]})
+    if spec["strategy"] == "local":
+        create["outputs"] = {"kinds": spec["outputs"], "uploaded": clients is not None,
+                             **({} if clients is not None else
+                                {"directory": str(outputs.output_root(spec, ctx.cachedir) / b.id)})}
+    if clients is not None:
+        create["images"].append({"name": provenance.candidate_name(b), "then": provenance.final_name(b, spec),
+                                 "visibility": spec["visibility"], "tags": spec["tags"]})
+    report_["would_create"] = create
+    if clients is not None:
+        # the new image counts among the keep newest
+        pruned = provenance.prune(clients, flavour_name, max(spec["keep"] - 1, 0), dry_run=True,
+                                  shared=spec["prune_shared"])
+        report_["would_prune"] = provenance.outcomes(pruned)
+    return report_
+
+
 def cleanup(opts, pillar_ami, build_id, clients):
     """Undo what build ``build_id`` made; without one, what every abandoned build made (see
     pipeline/claims.py)."""
@@ -105,7 +162,7 @@ def status(opts, pillar_ami, flavour_name, clients):
     """Whether the flavour's image is up to date, and if not why: the fingerprint it would
     have now against the newest promoted image's provenance, and for the SLS the files its
     build recorded they used (saltfiles.py), each named when it changed."""
-    from . import provenance, saltfiles
+    from . import saltfiles
     from .pipeline import resolve
 
     ctx = context(opts, pillar_ami, flavour_name, clients)

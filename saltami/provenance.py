@@ -99,6 +99,12 @@ def pruning_report(keep):
             "must_be_empty": keep == 0}
 
 
+def outcomes(report):
+    """What a prune did (its report: the images it deleted, hid or deactivated, kept because
+    servers use them, or could not remove and why), without what it did not."""
+    return {k: v for k, v in (report or {}).items() if v and k != "must_be_empty"}
+
+
 def prune(clients, flavour_name, keep, force=False, dry_run=False, shared="hide"):
     """The flavour's promoted images beyond the ``keep`` newest go. A private one is deleted
     (with the volume snapshots of a volume-backed one); one that other projects may use

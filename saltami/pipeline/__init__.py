@@ -42,11 +42,15 @@ class Build:
         path = Path(builds_dir) / f"{build_id}.json"
         if path.exists():
             raise AmiError(f"build {build_id} exists already ({path})")
-        # the steps by module: what a later cleanup undoes, whatever the flavour says by then
-        build = cls(path, {"id": build_id, "flavour": flavour_name, "status": "running",
-                           "plan": [s.__name__.rsplit(".", 1)[-1] for s in steps],
-                           "created": time.time(), "steps": [], "resources": {}, "outputs": {}})
+        build = cls(path, _new(build_id, flavour_name, steps, "running"))
         build.save()
+        return build
+
+    @classmethod
+    def unsaved(cls, flavour_name, steps):
+        """A build that is never written (a dry run's): its steps can check, never make."""
+        build = cls(os.devnull, _new(new_id(flavour_name), flavour_name, steps, "dry-run"))
+        build.save = lambda: None
         return build
 
     @classmethod
@@ -82,6 +86,14 @@ class Build:
 
     def made(self, kind):
         return list(self.data["resources"].get(kind, []))
+
+
+def _new(build_id, flavour_name, steps, status):
+    """A new build's manifest."""
+    # the steps by module: what a later cleanup undoes, whatever the flavour says by then
+    return {"id": build_id, "flavour": flavour_name, "status": status,
+            "plan": [s.__name__.rsplit(".", 1)[-1] for s in steps],
+            "created": time.time(), "steps": [], "resources": {}, "outputs": {}}
 
 
 def new_id(flavour_name):

@@ -117,7 +117,10 @@ def record_chroot(build, ctx, root):
     record_render(build, ctx, saltfiles.render_entries(saltfiles.cached(cache), low))
 
 
-def run(build, ctx):
+def check(build, ctx):
+    """Everything a build checks before it makes anything (a dry run checks the same): the
+    credentials, the base, the fingerprint, and what the plan's steps will need of the cloud
+    and the master. Returns the base."""
     spec = ctx.spec
     if ctx.clients is not None:
         # bad credentials or a cloud that does not answer: said as such, before anything else
@@ -136,6 +139,12 @@ def run(build, ctx):
         # the volume strategy's builder needs salt-ami: it may be another image than the base
         builder = glance.find_image(ctx.clients, spec["builder"]) if spec.get("builder") else base
         build.data["builder_image"] = builder["id"]
+    return base
+
+
+def run(build, ctx):
+    spec = ctx.spec
+    base = check(build, ctx)
     cleaned = claims.reap(ctx.builds_dir, lambda _name: ctx, spec["name"], skip=build.id)
     waited = {}
     # one build of a flavour at a time: one that waited finds the other's image

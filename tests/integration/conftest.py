@@ -212,7 +212,9 @@ def flavours(base_image):
                            "builder": {"name": BUILDER_IMAGE},
                            "pillar": {"amitest": {"mark": "baked-by-a-builder"}}},
         # fault tests (tests/integration/test_faults.py): short waits, a tag (promote tags after renaming)
-        "amitest-fault": {"extends": "amitest", "tags": ["fault"],
+        # faults (tests/integration/test_faults.py): no second boot, but for the faults of
+        # validate and promote, which turn it on
+        "amitest-fault": {"extends": "amitest", "tags": ["fault"], "validate": False,
                           "timeouts": {"boot": 60, "minion": 60, "apply": 120, "snapshot": 300, "validate": 120}},
         # one build of a flavour at a time, killed builds (tests/integration/test_concurrency.py):
         # no second boot to check the image, which those tests are not about

@@ -1,6 +1,7 @@
 """The build, end to end, through a real salt-master and the local cloud: `salt-run
 state.orch ami.build`, `salt-run ami.build`, and what a failure leaves (nothing)."""
 import json
+import re
 import time
 from pathlib import Path
 
@@ -178,6 +179,49 @@ def test_present_with_test_true_creates_nothing_and_says_why(salt_master, salt_r
     assert state["result"] is None and "would be built: no image of flavour amitest-changed exists" in \
         state["comment"]
     assert cloud_inventory(module_clients, salt_key, "amitest-changed") == before
+
+
+def test_dry_run_says_per_flavour_what_it_would_do_and_makes_nothing(salt_master, salt_run, built, module_clients,
+                                                                    salt_key, base_image):
+    """``salt-run state.orch ami.build test=True`` over an up-to-date flavour and one never
+    built, then ``salt-run ami.build ... test=True`` and a bad flavour's dry run: what each
+    would do, and nothing created, claimed or written."""
+    manifests = Path(salt_master.config["cachedir"]) / "ami" / "builds"
+    written = set(manifests.glob("*"))
+    before = {f: cloud_inventory(module_clients, salt_key, f) for f in ("amitest", "amitest-p3", "amitest-p4")}
+    ret = orch(salt_run, ["amitest", "amitest-p3"], test=True)
+    states = states_of(ret)
+    assert ret.returncode == 0, states
+    up = states["ami-amitest-resolve"]
+    assert up["result"] is True and up["changes"] == {}, up
+    assert up["comment"] == (f"image {built['image']['name']} ({built['image']['id']}) has fingerprint "
+                             f"{built['image']['ami_fingerprint']}: nothing to build")
+    would = states["ami-amitest-p3-resolve"]
+    assert would["result"] is None
+    assert would["comment"] == "flavour amitest-p3 would be built: no image of flavour amitest-p3 exists"
+    create = would["changes"]["would_create"]
+    assert [(s["role"], s["flavor"]) for s in create["servers"]] == [("builder", "localcloud.small"),
+                                                                    ("validator", "localcloud.small")]
+    assert all(s["name"].startswith(f"ami-{s['role']}-amitest-p3-") for s in create["servers"])
+    (image,) = create["images"]
+    assert image["name"].startswith("ami-candidate-amitest-p3-")
+    assert re.fullmatch(r"amitest-p3-\d{8}-\d{6}", image["then"]), image
+    assert would["changes"]["fingerprint"] and "would_prune" not in would["changes"]  # nothing to prune yet
+    # the other steps would run after resolve; none of the up-to-date flavour's
+    assert states["ami-amitest-p3-boot"]["result"] is None and "would run" in states["ami-amitest-p3-boot"]["comment"]
+    assert states["ami-amitest-boot"]["result"] is True and states["ami-amitest-boot"]["changes"] == {}
+
+    ret = salt_run.run("ami.build", flavour="amitest-p4", test=True)
+    assert ret.returncode == 0, ret.stderr
+    plan = ret.data["amitest-p4"]
+    assert plan["would_build"] is True and plan["steps"][0] == "resolve" and plan["steps"][-1] == "prune"
+    assert plan["base"]["id"] == base_image["id"]
+
+    ret = salt_run.run("ami.build", flavour="amitest-nobase", test=True)
+    assert ret.returncode != 0 and "no-such-base-image" in ret.stdout + ret.stderr
+
+    assert set(manifests.glob("*")) == written
+    assert {f: cloud_inventory(module_clients, salt_key, f) for f in before} == before
 
 
 def test_failing_sls_leaves_nothing_behind(salt_run, module_clients, salt_key):

@@ -57,14 +57,15 @@ BUILD_FAULTS = {
                                             proxy=("image", lambda p: p.answer("PATCH", r"^/v2/images/", 500, nth=1))),
     "nova-delete-500": dict(step="release", says="HTTP 500",
                             proxy=("compute", lambda p: p.answer("DELETE", r"/servers/", 500, nth=1))),
-    "validator-error": dict(step="validate", says="server went to ERROR", driver=("nova.spawn", "validator", "error")),
+    "validator-error": dict(step="validate", says="server went to ERROR", driver=("nova.spawn", "validator", "error"),
+                            flavour={"validate": True}),
     "validate-test-fails": dict(step="validate", says="exited 1",
-                                flavour={"test": {"cmd": "test -e /etc/ami-test/never"}}),
+                                flavour={"validate": True, "test": {"cmd": "test -e /etc/ami-test/never"}}),
     # promote's first image update; then its tag, after the rename to the final name
     # a 503 is ridden out (retried, saltami/cloud/api.py): a 500 is not
-    "glance-500-promote": dict(step="promote", says="HTTP 500",
+    "glance-500-promote": dict(step="promote", says="HTTP 500", flavour={"validate": True},
                                proxy=("image", lambda p: p.answer("PATCH", r"^/v2/images/", 500, nth=2))),
-    "glance-409-tag-after-rename": dict(step="promote", says="HTTP 409",
+    "glance-409-tag-after-rename": dict(step="promote", says="HTTP 409", flavour={"validate": True},
                                         proxy=("image", lambda p: p.answer("PUT", r"/tags/", 409))),
 }
 

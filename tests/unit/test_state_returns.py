@@ -223,7 +223,7 @@ def steps(monkeypatch):
     from saltami import builds
     from saltami.pipeline import StepFailed
 
-    done, calls = {}, []
+    done, calls, planned = {}, [], {}
 
     def master_step(opts, context, flavour, build, step, owner=None, cloud=None):
         calls.append(step)
@@ -231,8 +231,14 @@ def steps(monkeypatch):
             raise done[step]
         return {"step": step, "seconds": 2.5, **done.get(step, {})}
 
+    def master_dry_run(opts, context, flavour, cloud=None):
+        if isinstance(planned.get("plan"), Exception):
+            raise planned["plan"]
+        return planned["plan"]
+
     monkeypatch.setattr(builds, "master_step", master_step)
-    return {"results": done, "calls": calls, "failed": StepFailed}
+    monkeypatch.setattr(builds, "master_dry_run", master_dry_run)
+    return {"results": done, "calls": calls, "failed": StepFailed, "planned": planned}
 
 
 def test_a_step_that_did_something_says_what(steps):
@@ -258,9 +264,22 @@ def test_a_failed_step_fails_its_state_with_the_reason(steps):
 
 
 @pytest.mark.parametrize("test_mode", [True])
-def test_with_test_true_no_step_runs_and_resolve_says_why(steps, runner, test_mode):
-    runner.replies["status"] = outdated()
+def test_with_test_true_no_step_runs_and_resolve_says_why_and_what_it_would_make(steps, test_mode):
+    create = {"servers": [{"role": "builder", "name": "ami-builder-b1"}], "volumes": [], "images": []}
+    steps["planned"]["plan"] = {"would_build": True, "why": ["sls_hash changed"], "fingerprint": FP,
+                                "would_create": create, "would_prune": {"deleted": ["i1"]}}
     ret = ami_state.step("resolve", flavour="debian-postgres", build="b1")
     assert ret["result"] is None and ret["comment"] == "flavour debian-postgres would be built: sls_hash changed"
+    assert ret["changes"] == {"would_create": create, "would_prune": {"deleted": ["i1"]}, "fingerprint": FP}
     assert ami_state.step("boot", flavour="debian-postgres", build="b1")["result"] is None
     assert steps["calls"] == []
+
+
+@pytest.mark.parametrize("test_mode", [True])
+def test_a_dry_run_of_a_bad_flavour_fails_as_the_build_would(steps, test_mode):
+    from saltami.errors import InvalidArgument
+
+    steps["planned"]["plan"] = InvalidArgument("flavour 'debian-postgres': key 'flavr': unknown key")
+    ret = ami_state.step("resolve", flavour="debian-postgres", build="b1")
+    assert ret == {"name": "resolve", "result": False, "changes": {},
+                   "comment": "flavour 'debian-postgres': key 'flavr': unknown key"}

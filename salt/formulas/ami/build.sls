@@ -13,10 +13,14 @@
   each flavour goes through its steps at its own pace, never waiting for another's step (the
   state engine waits in order for a state's requisites: steps of several flavours in one
   orchestration would go at the pace of the slowest at every step).
+
+  With test=True (a dry run) every flavour's steps are laid out here, whatever their number:
+  the resolve state of each says whether it would build and why, what it would create and
+  prune (a nested orchestration would only say that it would run).
 -#}
 {%- set ami = pillar.get('ami', {}) %}
 {%- set plans = salt['ami.plan'](ami, flavour=ami.get('flavour')) %}
-{%- if plans | length > 1 %}
+{%- if plans | length > 1 and not opts.test %}
 {%- for plan in plans %}
 ami-{{ plan.flavour }}:
   salt.runner:
