@@ -1,5 +1,6 @@
-"""Sphinx configuration of salt-ami's reference docs: the loader modules' docstrings (autodoc)
-and the flavour schema with pillar.example's words (_ext/flavour_schema.py).
+"""Sphinx configuration of salt-ami's reference docs: the loader modules' docstrings (autodoc),
+the flavour schema with pillar.example's words (_ext/flavour_schema.py) and the build
+manifest's schema (_ext/manifest_schema.py).
 
     python -m sphinx -W -b html docs docs/_build/html
 """
@@ -15,7 +16,7 @@ sys.path[:0] = [str(REPO), str(DOCS / "_ext")]
 project = "salt-ami"
 author = "salt-ami contributors"
 copyright = "salt-ami contributors, Apache License 2.0"
-extensions = ["sphinx.ext.autodoc", "flavour_schema"]
+extensions = ["sphinx.ext.autodoc", "flavour_schema", "manifest_schema"]
 exclude_patterns = ["_build", "benchmarks.md"]
 root_doc = "index"
 html_theme = "alabaster"

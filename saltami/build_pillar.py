@@ -10,8 +10,10 @@ import json
 import os
 import re
 
-from . import builds, flavour
+from . import flavour
 from .errors import AmiError, InvalidArgument
+from .pipeline.manifest import builds_dir
+from .saltmaster import master_pillar
 
 ROLES = ("builder", "validator")
 # what the master config needs (README, Install)
@@ -47,7 +49,7 @@ def flavour_pillar(opts, build_data):
     """The pillar of the build's flavour, from the master's pillar. A flavour given inline
     (ami.present's keys, ami.build's ``definition``) is not there: it has its parent's, and
     ``prepare`` made sure that is its own."""
-    ami = dict(builds.master_pillar(opts).get("ami") or {})
+    ami = dict(master_pillar(opts).get("ami") or {})
     flavours = dict(ami.get("flavours") or {})
     name = build_data["flavour"]
     if name not in flavours:
@@ -58,7 +60,7 @@ def flavour_pillar(opts, build_data):
 def served(opts, minion_id):
     """What the ext_pillar gives ``minion_id``: nothing, or for a minion of a running build its
     flavour's pillar and ``ami:build``, the build's id (what ``ensure`` looks for)."""
-    data = build_of(builds.builds_dir(opts), minion_id)
+    data = build_of(builds_dir(opts), minion_id)
     if data is None:
         return {}
     pillar = flavour_pillar(opts, data)

@@ -7,24 +7,8 @@ from . import flavour, pipeline, provenance, report
 from .errors import InvalidArgument
 from .pipeline import claims
 from .pipeline.context import Context
-from .saltmaster import Master
-
-
-def builds_dir(opts):
-    """Build manifests live in the master's cache, next to the job cache."""
-    return os.path.join(opts["cachedir"], "ami", "builds")
-
-
-def master_pillar(opts, saltenv="base"):
-    """The master's own pillar. The opts may be those of another minion's pillar compile (the
-    ami ext_pillar's), whose pillarenv, a build minion's, has no top file: not the master's."""
-    import salt.pillar
-
-    from .saltmaster import NO_PILLARENV
-
-    if opts.get("pillarenv") == NO_PILLARENV:
-        opts = {**opts, "pillarenv": None}
-    return salt.pillar.Pillar(opts, {}, opts["id"], saltenv).compile_pillar()
+from .pipeline.manifest import builds_dir
+from .saltmaster import Master, master_pillar
 
 
 def context(opts, pillar_ami, flavour_name, clients):
@@ -154,8 +138,7 @@ def cleanup(opts, pillar_ami, build_id, clients):
         return {"cleaned": claims.reap(
             builds_dir(opts), lambda name: context(opts, pillar_ami, name, clients))}
     b = pipeline.Build.load(builds_dir(opts), build_id)
-    ctx = context(opts, pillar_ami, b.data["flavour"], clients)
-    return pipeline.cleanup(b, ctx, pipeline.steps_of(b, ctx.spec["strategy"]))
+    return context(opts, pillar_ami, b.data["flavour"], clients).cleanup(b)
 
 
 def status(opts, pillar_ami, flavour_name, clients):

@@ -85,7 +85,7 @@ def summary(build):
             "size": (d["outputs"].get("candidate") or {}).get("size"),
             "sizes": _local_sizes(image),
             # a chroot bake's provision says which services it enabled at boot instead of
-            # starting them, and which processes it stopped (pipeline/chroot_provision.py)
+            # starting them, and which processes it stopped (pipeline/chroot/provision.py)
             "steps": [{k: s.get(k) for k in ("name", "status", "seconds", "error", "services", "stopped")
                        if s.get(k) is not None} for s in d["steps"]]}
 
@@ -264,7 +264,8 @@ def builds_state(builds_dir):
     import json
     from pathlib import Path
 
-    from .pipeline import Build, claims
+    from .pipeline import claims
+    from .pipeline.manifest import Build
 
     states = {}
     for path in sorted(Path(builds_dir).glob("*.json")):

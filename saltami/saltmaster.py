@@ -30,6 +30,16 @@ NO_PILLARENV = "__salt_ami_no_top_pillar__"
 PING_FIRST, PING_MAX, PING_CONNECTED = 5, 30, 120
 
 
+def master_pillar(opts, saltenv="base"):
+    """The master's own pillar. The opts may be those of another minion's pillar compile (the
+    ami ext_pillar's), whose pillarenv, a build minion's, has no top file: not the master's."""
+    import salt.pillar
+
+    if opts.get("pillarenv") == NO_PILLARENV:
+        opts = {**opts, "pillarenv": None}
+    return salt.pillar.Pillar(opts, {}, opts["id"], saltenv).compile_pillar()
+
+
 def token_id(token):
     """What a build records of an admission token: its hash, enough to revoke it."""
     return hashlib.sha256(token.encode()).hexdigest()

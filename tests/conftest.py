@@ -6,8 +6,6 @@ helpers.py and the localcloud package live here."""
 import os
 import uuid
 
-import pytest
-
 from localcloud import RUN_ENV
 
 
@@ -25,20 +23,44 @@ def pytest_sessionfinish(session):
         fixture.stop_if_started_here()
 
 
-# Each module's tests run in one process (a group of pytest-xdist's), so that its fixtures
-# (its builds) are made once; modules that share a costly session fixture run in one process
-# too (the builder VM of the volume strategy). The real guests (qemu under TCG, the longest by
-# far) go first, so that one process starts them while the other runs the rest.
+# Each module's tests run in one process, so that its fixtures (its builds) are made once;
+# modules that share a costly session fixture run in one process too (the builder VM of the
+# volume strategy). The real guests (qemu under TCG, the longest by far) go first, so that one
+# process starts them while the other runs the rest. A scheduler of our own says which tests
+# go together: pytest-xdist's xdist_group marks reach its loadgroup scheduler by a suffix it
+# writes into each test's nodeid, which pytest 9 no longer lets a plugin change (the marks
+# were silently ignored, and both processes ran the real guests' builds).
 GROUPS = {module: "builder-vm" for module in
           ("test_formulas", "test_modules_builder", "test_volume_bake", "test_volume_orchestration")}
-FIRST = ("test_real_guests",)
+# the order in which groups are handed out: the longest first, so that the run does not end
+# with one process on a long module while the other has nothing left (measured by
+# --durations on a whole run); the others after them, the unit tier last
+FIRST = ("test_real_guests", "test_faults", "test_build", "builder-vm", "test_local_bake", "test_glance_import",
+         "test_progress", "test_prune", "test_concurrency", "test_cloud_production", "test_fingerprint",
+         "test_states", "test_volume_backed")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups
+def group_of(nodeid):
+    """The scheduling group of a test, by its nodeid: its module's (or its modules') group in
+    tests/integration, one group for the unit tier."""
+    path = nodeid.split("::", 1)[0]
+    module = path.rsplit("/", 1)[-1].removesuffix(".py")
+    return GROUPS.get(module, module) if "/integration/" in f"/{path}" else "unit"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return group_of(nodeid)
+
+    return ByGroup(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    def module(item):
-        return item.path.stem if item.path.parent.name == "integration" else "unit"
+    def rank(item):
+        group = group_of(item.nodeid)
+        return FIRST.index(group) if group in FIRST else len(FIRST) + (group == "unit")
 
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(GROUPS.get(module(item), module(item))))
-    items.sort(key=lambda item: module(item) not in FIRST)
+    items.sort(key=rank)

@@ -48,16 +48,22 @@ def _explanation(text):
     return body or [nodes.paragraph(text="")]
 
 
-def _entry(key, default, text):
+def definition_item(key, note, body):
+    """A definition list's item: ``key`` (as code) and ``note`` (text), then the ``body`` nodes
+    (manifest_schema.py's too)."""
     term = nodes.term()
     term += nodes.literal(text=key)
-    term += nodes.Text(f" (default: {default})")
+    term += nodes.Text(f" ({note})")
     definition = nodes.definition()
-    definition.extend(_explanation(text))
+    definition.extend(body)
     item = nodes.definition_list_item()
     item += term
     item += definition
     return item
+
+
+def _entry(key, default, text):
+    return definition_item(key, f"default: {default}", _explanation(text))
 
 
 class FlavourSchema(Directive):

@@ -1,104 +1,30 @@
-"""A build is an ordered list of small steps, each with its undo beside it.
+"""A build is an ordered list of small steps, each with its undo (if it makes anything) beside it.
 
-Each step is a module of this package with ``NAME``, ``run(build, ctx)`` and
-``undo(build, ctx)``. ``run`` records every cloud or master resource it makes in the build
-(``build.add(kind, id)``) before it can fail, and ``undo`` removes what the build recorded
-for it. On any failure the steps that ran are undone in reverse order, so a failed build
-leaves nothing behind and never an image under its final name.
+Each step is a module of this package with ``NAME``, ``run(build, ctx)`` and, when it makes
+something, ``undo(build, ctx)``. ``run`` records every cloud or master resource it makes in
+the build (``build.add(kind, id)``) before it can fail, and ``undo`` removes what the build
+recorded for it. On any failure the steps that ran are undone in reverse order, so a failed
+build leaves nothing behind and never an image under its final name. A step's NAME, what
+its events, the manifest's step records and the orchestration's states say, is its
+module's name; plans.py lists the steps of each strategy.
 
-The build's state is its manifest, a JSON file (like Packer's manifest) that is saved after
-every change: it is what lets each step run as a separate call (one state per step in the
-orchestration) and what a later cleanup uses after a build process was killed.
+The build's state is its manifest (manifest.py), saved after every change: it is what lets
+each step run as a separate call (one state per step in the orchestration) and what a later
+cleanup uses after a build process was killed.
 """
-import importlib
-import json
 import logging
-import os
-import secrets
 import time
-from pathlib import Path
 
 from .. import report
 from ..errors import AmiError
 from . import claims
+from .manifest import Build, new_id, plan_name  # noqa: F401  (pipeline.Build, pipeline.new_id)
 
 log = logging.getLogger(__name__)
 
 
 class StepFailed(AmiError):
     """A step failed; the message names the step and the reason."""
-
-
-class Build:
-    """The state bag of one build, persisted as ``<builds_dir>/<id>.json``."""
-
-    def __init__(self, path, data):
-        self.path = Path(path)
-        self.data = data
-
-    @classmethod
-    def create(cls, builds_dir, flavour_name, steps, build_id=None):
-        build_id = build_id or new_id(flavour_name)
-        path = Path(builds_dir) / f"{build_id}.json"
-        if path.exists():
-            raise AmiError(f"build {build_id} exists already ({path})")
-        build = cls(path, _new(build_id, flavour_name, steps, "running"))
-        build.save()
-        return build
-
-    @classmethod
-    def unsaved(cls, flavour_name, steps):
-        """A build that is never written (a dry run's): its steps can check, never make."""
-        build = cls(os.devnull, _new(new_id(flavour_name), flavour_name, steps, "dry-run"))
-        build.save = lambda: None
-        return build
-
-    @classmethod
-    def load(cls, builds_dir, build_id):
-        path = Path(builds_dir) / f"{build_id}.json"
-        try:
-            return cls(path, json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise AmiError(f"no build {build_id} (no manifest {path})") from None
-
-    @property
-    def id(self):
-        return self.data["id"]
-
-    def save(self):
-        # tells a build that moves from one that sits still (claims.abandoned)
-        self.data["updated"] = time.time()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True, default=str))
-        os.replace(tmp, self.path)
-
-    # resources the build made, by kind ("server", "volume", "image", "minion_key"...)
-    def add(self, kind, value):
-        self.data["resources"].setdefault(kind, []).append(value)
-        self.save()
-
-    def forget(self, kind, value):
-        values = self.data["resources"].get(kind, [])
-        if value in values:
-            values.remove(value)
-            self.save()
-
-    def made(self, kind):
-        return list(self.data["resources"].get(kind, []))
-
-
-def _new(build_id, flavour_name, steps, status):
-    """A new build's manifest."""
-    # the steps by module: what a later cleanup undoes, whatever the flavour says by then
-    return {"id": build_id, "flavour": flavour_name, "status": status,
-            "plan": [s.__name__.rsplit(".", 1)[-1] for s in steps],
-            "created": time.time(), "steps": [], "resources": {}, "outputs": {}}
-
-
-def new_id(flavour_name):
-    """Sortable by time, unique across parallel builds of one flavour."""
-    return f"{flavour_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
 
 
 def run_step(build, ctx, step):
@@ -136,7 +62,7 @@ def run_step(build, ctx, step):
 
 
 def _last(build, step):
-    return build.data.get("plan", [None])[-1] == step.__name__.rsplit(".", 1)[-1]
+    return (build.plan or [None])[-1] == plan_name(step)
 
 
 def _ended(build, ctx):
@@ -155,7 +81,8 @@ def cleanup(build, ctx, steps):
     started = {s["name"] for s in build.data["steps"]}
     problems = []
     for step in reversed(steps):
-        if step.NAME not in started:
+        # a step that makes nothing has no undo
+        if step.NAME not in started or not hasattr(step, "undo"):
             continue
         try:
             step.undo(build, ctx)
@@ -187,37 +114,18 @@ def run_all(build, ctx, steps):
     return results
 
 
-# The steps of each strategy, in order, by module. "here" is a bake run where it is called
-# (salt-call --local ami.bake), the others are run by the master.
-PLANS = {
-    ("snapshot", False): "resolve boot provision scrub snapshot release validate promote prune",
-    # the builder is a minion of the master; the chroot part runs on it (bake_remote)
-    ("volume", False): "resolve boot volume attach bake_remote detach upload release_volume release "
-                       "validate promote prune",
-    ("volume", True): "resolve volume attach mount chroot_provision chroot_scrub unmount detach upload "
-                      "release_volume promote prune",
-    # a loop device over a copy of a local base image; publish uploads only with a cloud
-    ("local", True): "resolve local_disk loop mount chroot_provision chroot_scrub unmount release_loop outputs "
-                     "release_disk publish",
-    # what the orchestration's builder minion runs during bake_remote
-    ("volume-builder", True): "mount chroot_provision chroot_scrub unmount",
-}
-
-
-def _modules(names):
-    return [importlib.import_module(f"{__name__}.{name}") for name in names.split()]
-
-
 def steps_for(strategy, here=False, validate=True):
     """The steps of a build, in order, for the flavour's strategy, run by the master or
     ``here``; without ``validate`` (the flavour's key) no instance of the new image is booted
     to test it before it is promoted."""
+    from .plans import PLANS  # here: the steps it imports import this package
+
     plan = PLANS.get((strategy, here))
     if plan is None:
         available = sorted({s for s, h in PLANS if h == here})
         raise AmiError(f"build strategy {strategy!r} cannot run {'here' if here else 'on the master'} "
                        f"(available: {', '.join(available)})")
-    return _modules(" ".join(name for name in plan.split() if validate or name != "validate"))
+    return [step for step in plan if validate or step.NAME != "validate"]
 
 
 def steps_of_spec(spec, here=False):
@@ -228,6 +136,8 @@ def steps_of_spec(spec, here=False):
 def steps_of(build, strategy):
     """The steps a build was made with: its manifest's plan, or for a manifest written before
     plans were recorded, the master's steps of its ``strategy``."""
-    if "plan" not in build.data:
+    from . import plans  # as in steps_for
+
+    if build.plan is None:
         return steps_for(strategy)
-    return _modules(" ".join(build.data["plan"]))
+    return [plans.step(name) for name in build.plan]

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from ..errors import AmiError, Timeout
+from .manifest import Build
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,6 @@ def holder(builds_dir, flavour_name):
 
 
 def _load(builds_dir, build_id):
-    from . import Build
     try:
         return Build.load(builds_dir, build_id)
     except AmiError:
@@ -132,7 +132,6 @@ def _take(build):
 
 
 def _manifests(builds_dir, flavour_name=None):
-    from . import Build
     for path in sorted(Path(builds_dir).glob("*.json")):
         if path.name.endswith(".packages.json"):
             continue
@@ -165,10 +164,11 @@ def reap(builds_dir, context_for, flavour_name=None, skip=None):
 
 
 def _clean(taken, ctx):
-    from . import cleanup, steps_of
     log.warning("build %s was abandoned (status %s, last step %s): cleaning it up", taken.id,
                 taken.data["status"], (taken.data["steps"] or [{}])[-1].get("name"))
-    return cleanup(taken, ctx, steps_of(taken, ctx.spec["strategy"]))
+    # by the caller's context (context.py), which knows the build's steps: this module does
+    # not, as the resolve step, which takes claims, is one of them
+    return ctx.cleanup(taken)
 
 
 # ------------------------------------------------------------------------------ the claim

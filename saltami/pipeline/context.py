@@ -1,9 +1,10 @@
-"""What every step gets: the cloud, the master, the flavour, and the event bus."""
+"""What every step gets: the cloud, the master, the flavour, and the event bus; and the
+cleanup of a build of the flavour by its manifest (claims.py's, of an abandoned build)."""
 import contextlib
 import logging
 import os
 
-from .. import report
+from .. import pipeline, report
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ class Context:
         self.master = master
         self.spec = spec
         self.builds_dir = builds_dir
+
+    def cleanup(self, build):
+        """Undo what ``build``, a build of this flavour, made: the steps its manifest names."""
+        return pipeline.cleanup(build, self, pipeline.steps_of(build, self.spec["strategy"]))
 
     @property
     def cachedir(self):

@@ -2,11 +2,8 @@
 from . import attach
 
 NAME = "detach"
+# nothing to undo: the attach step's undo detaches if this did not
 
 
 def run(build, ctx):
     attach.detach(build, ctx)
-
-
-def undo(build, ctx):
-    """The attach step's undo detaches if this did not."""

@@ -1,17 +1,17 @@
 """A loop device over the local provider's disk, with its partitions: the device the mount
 step mounts. Undone from what losetup shows, so the cleanup of a killed bake finds it."""
 from .. import disk
-from . import local_disk
+from .disk import work_file
 
 NAME = "loop"
 
 
 def run(build, ctx):
-    path = local_disk.work_file(build)
+    path = work_file(build)
     build.data["device"] = disk.attach_loop(path)
     build.save()
     return {"device": build.data["device"]}
 
 
 def undo(build, ctx):
-    disk.detach_loops_of(local_disk.work_file(build))
+    disk.detach_loops_of(work_file(build))

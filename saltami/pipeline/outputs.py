@@ -21,7 +21,8 @@ from pathlib import Path
 
 from .. import disk, provenance
 from ..errors import InvalidArgument
-from . import local_disk, mount
+from . import mount
+from .disk import work_file
 
 NAME = "outputs"
 MANIFEST = "manifest.json"
@@ -146,7 +147,7 @@ def ami(root, node, directory, stem):
 
 def run(build, ctx):
     spec = ctx.spec
-    work = local_disk.work_file(build)
+    work = work_file(build)
     final = output_root(spec, ctx.cachedir) / build.id
     partial = final.with_name(final.name + ".partial")
     for directory in (partial, final):

@@ -4,6 +4,8 @@ from .. import provenance
 from ..cloud import glance
 
 NAME = "promote"
+# nothing to undo: a failed promote leaves the image recorded, and the snapshot step's undo
+# deletes it
 
 
 def run(build, ctx):
@@ -33,7 +35,3 @@ def limits(spec, image):
     if spec.get("min_ram") is not None:
         found["min_ram"] = spec["min_ram"]
     return found
-
-
-def undo(build, ctx):
-    """A failed promote leaves the image recorded: the snapshot step's undo deletes it."""

@@ -9,6 +9,7 @@ from . import resolve
 
 NAME = "provision"
 PACKAGES = {"pkg.list_pkgs": "dpkg/rpm"}
+# nothing to undo: the builder is removed by the boot step's undo
 
 
 def run(build, ctx):
@@ -31,7 +32,3 @@ def record_packages(build, packages):
     build.data["packages"] = {"file": str(path), "count": len(packages),
                               "sha256": hashlib.sha256(listing.encode()).hexdigest()}
     build.save()
-
-
-def undo(build, ctx):
-    """The builder is removed by the boot step's undo."""

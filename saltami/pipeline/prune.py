@@ -3,6 +3,7 @@ failure here does not fail the build: the new image is already promoted."""
 from .. import provenance
 
 NAME = "prune"
+# nothing to undo: deleted images cannot come back
 
 
 def run(build, ctx):
@@ -11,7 +12,3 @@ def run(build, ctx):
                                               shared=ctx.spec["prune_shared"])
     build.save()
     return build.data["pruned"]
-
-
-def undo(build, ctx):
-    """Deleted images cannot come back; nothing to undo."""

@@ -10,8 +10,7 @@ A Glance that refuses direct uploads gets the outputs through its import (glance
 in its format, which the build records with how each was verified (``outputs.stored``)."""
 from .. import provenance
 from ..cloud import glance
-from . import outputs, promote
-from .snapshot import undo  # noqa: F401  (the uploaded images go the same way)
+from . import candidate, outputs, promote
 
 NAME = "publish"
 DISK_FORMATS = {"qcow2": "qcow2", "qcow2-zstd": "qcow2", "raw": "raw"}
@@ -87,3 +86,7 @@ def _publish(ctx, spec, image_id, name):
     glance.set_visibility(ctx.clients, image_id, spec["visibility"])
     for member in spec.get("members") or []:
         glance.add_member(ctx.clients, image_id, member)
+
+
+# the uploaded images go as the snapshot step's do
+undo = candidate.remove

@@ -1,12 +1,12 @@
 """Delete the local provider's disk once the outputs are made from it."""
-from . import local_disk
+from . import disk
 
 NAME = "release_disk"
 
 
 def run(build, ctx):
-    local_disk.undo(build, ctx)
+    disk.undo(build, ctx)
 
 
 def undo(build, ctx):
-    local_disk.undo(build, ctx)
+    disk.undo(build, ctx)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import __version__, build_pillar, flavour, provenance, saltfiles
 from ..cloud import auth, glance, nova
-from . import claims, local_disk, outputs
+from . import claims, disk, outputs
 
 NAME = "resolve"
 
@@ -21,7 +21,7 @@ def find_base(ctx):
     properties, would be its base from the second build on."""
     base = ctx.spec["base"]
     if flavour.is_local_base(base):
-        return local_disk.find_base(base)
+        return disk.find_base(base)
     image = glance.find_image(ctx.clients, base, skip=provenance.base_skip(base))
     snapshots = glance.volume_snapshots(image)
     # a volume-backed image's Glance hash is that of no bytes: its content is its snapshots

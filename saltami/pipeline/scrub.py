@@ -5,6 +5,7 @@ shutdown is armed."""
 import json
 
 NAME = "scrub"
+# nothing to undo of its own: the builder goes with the boot step's undo
 
 
 def run(build, ctx):
@@ -21,7 +22,3 @@ def run(build, ctx):
                       trim_detail=report.get("trim", {}).get("detail"),
                       at_shutdown=report.get("at_shutdown", {}).get("armed", False))
     return result
-
-
-def undo(build, ctx):
-    """Nothing of its own: the builder goes with the boot step's undo."""

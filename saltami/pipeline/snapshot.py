@@ -10,6 +10,7 @@ image and its snapshot then go, and the builder's volume with the builder."""
 from .. import provenance
 from ..cloud import cinder, glance, nova
 from ..errors import ResourceFailed
+from . import candidate
 
 NAME = "snapshot"
 
@@ -32,8 +33,6 @@ def run(build, ctx):
 
 def _materialised(build, ctx, image):
     """The candidate made of a volume-backed snapshot ``image`` (see the module's docstring)."""
-    from . import upload  # which takes this module's undo
-
     timeout = ctx.spec["timeouts"]["snapshot"]
     snapshots = glance.volume_snapshots(image)
     for snapshot_id in snapshots:
@@ -46,28 +45,11 @@ def _materialised(build, ctx, image):
                            metadata={"ami_build": build.id}, wait=False)
     build.add("snapshot_volume", volume["id"])
     cinder.wait_status(ctx.clients, volume["id"], "available", timeout)
-    made = upload.upload(build, ctx, volume["id"])
-    _remove(build, ctx, keep=made["image"])
+    made = candidate.upload(build, ctx, volume["id"])
+    candidate.remove(build, ctx, keep=made["image"])
     build.data["outputs"]["candidate"]["volume_snapshot"] = {"image": image["id"], "snapshots": snapshots}
     build.save()
     return {**made, "from_volume_snapshots": snapshots}
 
 
-def _remove(build, ctx, keep=None):
-    """What this step made, but the image ``keep``: the volume made of the snapshot first (on
-    Ceph it is a clone of it), then the images with the snapshots they name, then any
-    snapshot left."""
-    for volume_id in build.made("snapshot_volume"):
-        cinder.delete(ctx.clients, volume_id)
-        build.forget("snapshot_volume", volume_id)
-    for image_id in build.made("image"):
-        if image_id != keep:
-            provenance.delete_image(ctx.clients, image_id, force=True)
-            build.forget("image", image_id)
-    for snapshot_id in build.made("volume_snapshot"):
-        cinder.delete_snapshot(ctx.clients, snapshot_id)
-        build.forget("volume_snapshot", snapshot_id)
-
-
-def undo(build, ctx):
-    _remove(build, ctx)
+undo = candidate.remove

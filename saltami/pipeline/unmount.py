@@ -2,11 +2,8 @@
 from . import mount
 
 NAME = "unmount"
+# nothing to undo: the mount step's undo unmounts if this did not
 
 
 def run(build, ctx):
     mount.undo(build, ctx)
-
-
-def undo(build, ctx):
-    """The mount step's undo unmounts if this did not."""

@@ -19,7 +19,7 @@ import pytest
 from helpers import RUN, local_minion, mounted_image, salt_call_local
 from saltami import audit, disk, vanilla
 from saltami.cloud import glance
-from saltami.pipeline import local_disk
+from saltami.pipeline.disk import grow
 
 REPO = Path(__file__).resolve().parents[2]
 MARK = f"local-baked-{RUN}"
@@ -277,7 +277,7 @@ def test_volume_size_grows_the_disk_and_its_root_filesystem(tmp_path, partitione
             disk.detach_loops_of(image)
     else:
         disk.run("mkfs.ext4", "-q", "-L", "rootfs", image)
-    local_disk.grow(str(image), 160 << 20)
+    grow(str(image), 160 << 20)
     assert os.path.getsize(image) == 160 << 20
     with mounted_image(image, tmp_path) as root:
         _, total = disk.filesystem_usage(root)

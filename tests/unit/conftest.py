@@ -1,6 +1,8 @@
 """The unit tier: pure logic, no root, no cloud, no Salt daemon (tests/conftest.py)."""
 import pytest
 
+from saltami.pipeline.context import Context
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _salt_temp_logging():
@@ -15,9 +17,10 @@ def _salt_temp_logging():
     impl.shutdown_temp_handler()
 
 
-class FakeContext:
+class FakeContext(Context):
     """What pipeline steps get (pipeline/context.py), with the event bus recorded as (build id,
-    step, data) and no cloud or master: for run_all, cleanup and claims over fake steps."""
+    step, data) and no cloud or master: for run_all, cleanup and claims over fake steps. A
+    cleanup by a build's manifest (claims' of an abandoned build) is the real Context's."""
 
     def __init__(self, builds_dir):
         self.builds_dir = str(builds_dir)

@@ -1,6 +1,6 @@
 """The reference docs build with Sphinx, warnings as errors, from the loader modules'
-docstrings and the flavour schema (docs/), and hold what a reader looks for: each loader
-module's functions and every flavour key."""
+docstrings, the flavour schema and the build manifest's (docs/), and hold what a reader looks
+for: each loader module's functions, every flavour key and every key of a build's manifest."""
 import html
 import re
 import subprocess
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from saltami import flavour
+from saltami.pipeline import manifest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,3 +62,11 @@ def test_every_flavour_key_is_in_the_reference(site):
     assert "keep (default: 3)" in text and "strategy (default: \"snapshot\")" in text
     # in pillar.example's words
     assert "Pruning keeps this many images of the flavour" in text
+
+
+def test_every_manifest_key_is_in_the_reference(site):
+    text = text_of(site, "manifest")
+    missing = [key for key, entry in manifest.SCHEMA.items() if f"{key} ({entry.type}; written by " not in text]
+    assert missing == []
+    for key in ("steps", "resources", "outputs"):
+        assert all(f"{name}: " in text for name in manifest.SCHEMA[key].keys), key

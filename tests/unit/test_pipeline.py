@@ -1,15 +1,18 @@
-"""saltami.pipeline: the plans of each strategy, the build manifest, and how run_all and
-cleanup order the steps, undo what ran in reverse and collect undo errors; over fake steps
-(modules with NAME, run and undo) and a fake context that records events (conftest.py), with manifests in a
-temporary directory. The real steps run in the integration tier."""
+"""saltami.pipeline: the plans of each strategy (plans.py), the build manifest and the plan it
+records (manifest.py), and how run_all and cleanup order the steps, undo what ran in reverse
+and collect undo errors; over fake steps (modules with NAME, run and undo) and a fake context
+that records events (conftest.py), with manifests in a temporary directory. The real steps
+run in the integration tier."""
+import importlib
 import json
+import pkgutil
 import types
 
 import pytest
 
 from saltami import flavour, pipeline
 from saltami.errors import AmiError
-from saltami.pipeline import claims
+from saltami.pipeline import claims, plans
 
 
 # ------------------------------------------------------------------------------ plans
@@ -35,7 +38,7 @@ def test_a_flavour_that_does_not_validate_boots_no_second_server():
     assert "validate" in names(pipeline.steps_of_spec(checked))
 
 
-@pytest.mark.parametrize("plan", sorted(pipeline.PLANS))
+@pytest.mark.parametrize("plan", sorted(plans.PLANS))
 def test_every_plan_is_runnable_and_cleanable(plan):
     steps = pipeline.steps_for(*plan)
     # cleanup and the manifest know a step by its NAME: two steps of a plan cannot share one
@@ -48,11 +51,11 @@ def test_every_plan_is_runnable_and_cleanable(plan):
 
 def test_every_strategy_runs_somewhere():
     for strategy in flavour.STRATEGIES:
-        assert any(pipeline.PLANS.get((strategy, here)) for here in (False, True)), strategy
+        assert any(plans.PLANS.get((strategy, here)) for here in (False, True)), strategy
 
 
 def test_the_builder_bakes_what_a_bake_here_bakes():
-    """bake_remote runs on the orchestration's builder the chroot part of a volume bake here."""
+    """The bake step runs on the orchestration's builder the chroot part of a volume bake here."""
     builder = names(pipeline.steps_for("volume-builder", here=True))
     here = names(pipeline.steps_for("volume", here=True))
     start = here.index(builder[0])
@@ -70,13 +73,60 @@ def test_a_strategy_that_cannot_run_there_is_named(strategy, here, where, availa
     assert str(e.value) == f"build strategy {strategy!r} cannot run {where} (available: {available})"
 
 
+def test_a_step_is_named_by_its_module():
+    """A step's NAME (its events, states and records) is its module's name: the chroot
+    variants of provision and scrub are chroot.provision and chroot.scrub."""
+    for plan in plans.PLANS.values():
+        for step in plan:
+            assert step.NAME == step.__name__.rsplit(".", 1)[-1], step.__name__
+    assert plans.step("chroot.provision").NAME == "provision"
+
+
+def test_every_step_module_is_in_a_plan():
+    """A module of the pipeline with a NAME is a step: one that no plan lists is dead code."""
+    steps = set()
+    for found in pkgutil.walk_packages(pipeline.__path__, f"{pipeline.__name__}."):
+        module = importlib.import_module(found.name)
+        if hasattr(module, "NAME"):
+            steps.add(module)
+    assert steps == set(plans.STEPS.values())
+
+
 def test_steps_of_a_build_are_its_recorded_plan(tmp_path):
     steps = pipeline.steps_for("local", here=True)
     build = pipeline.Build.create(tmp_path, "f", steps)
+    # by module path in the pipeline package
+    assert build.data["plan"] == ["resolve", "disk", "loop", "mount", "chroot.provision", "chroot.scrub",
+                                  "unmount", "release_loop", "outputs", "release_disk", "publish"]
     assert pipeline.steps_of(pipeline.Build.load(tmp_path, build.id), "snapshot") == steps
     # a manifest written before plans were recorded: the master's steps of its strategy
     del build.data["plan"]
     assert pipeline.steps_of(build, "snapshot") == pipeline.steps_for("snapshot")
+
+
+@pytest.mark.parametrize("strategy, here, plan", [
+    ("local", True, "resolve local_disk loop mount chroot_provision chroot_scrub unmount release_loop outputs "
+                    "release_disk publish"),
+    ("volume", False, "resolve boot volume attach bake_remote detach upload release_volume release validate "
+                      "promote prune"),
+    ("volume", True, "resolve volume attach mount chroot_provision chroot_scrub unmount detach upload "
+                     "release_volume promote prune"),
+    ("volume-builder", True, "mount chroot_provision chroot_scrub unmount"),
+])
+def test_a_plan_recorded_before_steps_were_renamed_still_cleans_up(tmp_path, strategy, here, plan):
+    """Manifests written before some step modules took their step's name (bake_remote,
+    local_disk, chroot_provision, chroot_scrub) name them by their old module."""
+    build = pipeline.Build.create(tmp_path, "f", [])
+    build.data["plan"] = plan.split()
+    build.save()
+    assert pipeline.steps_of(pipeline.Build.load(tmp_path, build.id), "snapshot") == pipeline.steps_for(strategy, here)
+
+
+def test_a_plan_that_names_no_step_is_refused(tmp_path):
+    build = pipeline.Build.create(tmp_path, "f", [])
+    build.data["plan"] = ["resolve", "teleport"]
+    with pytest.raises(AmiError, match="a build's plan names step 'teleport', which is not one of this version's"):
+        pipeline.steps_of(build, "snapshot")
 
 
 # ------------------------------------------------------------------------------ the manifest
@@ -89,7 +139,8 @@ def test_build_manifest_is_saved_and_loaded(tmp_path):
     build.forget("volume", "never-made")
     loaded = pipeline.Build.load(tmp_path, build.id)
     assert loaded.made("server") == ["s2"] and loaded.made("volume") == []
-    assert loaded.data["plan"] == ["a", "b"] and loaded.data["status"] == "running"
+    # a module outside the pipeline package goes by its whole name
+    assert loaded.data["plan"] == ["fake_steps.a", "fake_steps.b"] and loaded.data["status"] == "running"
     assert json.loads(build.path.read_text()) == loaded.data
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -105,9 +156,9 @@ def test_build_ids_are_unique_and_not_reused(tmp_path):
 
 
 # ------------------------------------------------------------------------------ run_all, cleanup
-def step(name, log=None, fails=None, undo_fails=None, makes=None):
-    """A step module: its run makes ``makes`` (a server) and raises ``fails``; its undo removes
-    it and raises ``undo_fails``; both write to ``log``."""
+def step(name, log=None, fails=None, undo_fails=None, makes=None, undoes=True):
+    """A step module: its run makes ``makes`` (a server) and raises ``fails``; its undo (none
+    unless ``undoes``) removes it and raises ``undo_fails``; both write to ``log``."""
     module = types.ModuleType(f"fake_steps.{name}")
     module.NAME = name
 
@@ -126,7 +177,9 @@ def step(name, log=None, fails=None, undo_fails=None, makes=None):
         if makes:
             build.forget("server", makes)
 
-    module.run, module.undo = run, undo
+    module.run = run
+    if undoes:
+        module.undo = undo
     return module
 
 
@@ -169,6 +222,17 @@ def test_a_failed_step_undoes_what_ran_in_reverse(ctx):
     assert saved["cleanup"]["problems"] == []
     assert ctx.statuses()[-3:] == [("b", "failed"), ("cleanup", "cleaned"), ("end", "cleaned")]
     assert ctx.events[-1][2]["error"] == "step b: no valid host"
+
+
+def test_a_step_with_nothing_to_undo_has_no_undo(ctx):
+    log = []
+    steps = [step("a", log, makes="s1"), step("b", log, undoes=False), step("c", log, fails=RuntimeError("boom"))]
+    build = build_of(ctx, steps)
+    with pytest.raises(pipeline.StepFailed):
+        pipeline.run_all(build, ctx, steps)
+    assert log == [("run", "a"), ("run", "b"), ("run", "c"), ("undo", "c"), ("undo", "a")]
+    saved = pipeline.Build.load(ctx.builds_dir, build.id).data
+    assert saved["status"] == "cleaned" and saved["cleanup"]["problems"] == []
 
 
 def test_undo_errors_are_collected_and_every_undo_still_runs(ctx):

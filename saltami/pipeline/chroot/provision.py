@@ -2,10 +2,11 @@
 manifest of what was built. The step's record in the build says which services the SLS
 asked to start that were enabled at boot instead (no init system runs in a chroot), and
 which processes still ran in the chroot at the end and were stopped."""
-from .. import chroot
-from . import mount, provision, resolve
+from ... import chroot  # saltami/chroot.py, the chroot itself
+from .. import mount, provision, resolve
 
 NAME = "provision"
+# nothing to undo: the mount step's undo takes the chroot down
 
 
 def run(build, ctx):
@@ -26,7 +27,3 @@ def run(build, ctx):
     build.save()
     return {"states": applied["states"], "changed": len(applied["changed"]), "salt": applied["salt"],
             "packages": len(packages), "services": applied["services"], "stopped": stopped}
-
-
-def undo(build, ctx):
-    """The mount step's undo takes the chroot down."""

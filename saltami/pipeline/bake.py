@@ -8,6 +8,7 @@ from ..saltmaster import MinionFailed
 from . import provision, resolve
 
 NAME = "bake"
+# nothing to undo: the builder undid its own steps; its server goes with the boot step's undo
 
 
 def run(build, ctx):
@@ -23,7 +24,3 @@ def run(build, ctx):
     provision.record_packages(build, out["packages"])
     resolve.record_render(build, ctx, out.get("render"))
     return {"builder_steps": out["steps"], "packages": len(out["packages"])}
-
-
-def undo(build, ctx):
-    """The builder undid its own steps; its server goes with the boot step's undo."""
