@@ -12,6 +12,7 @@ import re
 
 from . import flavour
 from .errors import AmiError, InvalidArgument
+from .pipeline import manifest
 from .pipeline.manifest import builds_dir
 from .saltmaster import master_pillar
 
@@ -32,8 +33,8 @@ def build_of(builds_dir, minion_id):
     """The manifest of the running build whose builder or validator ``minion_id`` is (the
     manifest names the minion's key before the server boots), else None."""
     for role in ROLES:
-        build_id = minion_id.removeprefix(f"ami-{role}-")
-        if build_id == minion_id or not BUILD_ID_RE.fullmatch(build_id):
+        build_id = manifest.build_of_minion(role, minion_id)
+        if build_id is None or not BUILD_ID_RE.fullmatch(build_id):
             continue
         try:
             with open(os.path.join(builds_dir, f"{build_id}.json")) as f:

@@ -5,7 +5,7 @@ import os
 
 from . import flavour, pipeline, provenance, report
 from .errors import InvalidArgument
-from .pipeline import claims
+from .pipeline import claims, manifest
 from .pipeline.context import Context
 from .pipeline.manifest import builds_dir
 from .saltmaster import Master, master_pillar
@@ -110,7 +110,7 @@ def dry_run(opts, pillar_ami, flavour_name, clients):
             if role == "validator" and "validate" not in b.data["plan"]:
                 continue
             volume = minion_server.boot_volume_size(ctx, b.data["builder_image"])
-            create["servers"].append({"role": role, "name": f"ami-{role}-{b.id}", "image": image,
+            create["servers"].append({"role": role, "name": manifest.minion_id(role, b.id), "image": image,
                                       "flavor": spec["flavor"], "networks": spec["networks"],
                                       **({"boot_volume_gib": volume} if volume else {})})
     if "volume" in b.data["plan"]:

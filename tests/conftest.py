@@ -8,14 +8,22 @@ import uuid
 
 from localcloud import RUN_ENV
 
+# whether this process began the test run: its xdist workers, and a pytest that a test runs
+# (the unit tier on each supported Salt, tests/integration/test_salt_versions.py), inherit
+# RUN_ENV; only the run's own first process may take the cloud down at its end (the unit tier
+# run by a test took it down under the other process's tests)
+OWNER = False
+
 
 def pytest_configure(config):
-    if not hasattr(config, "workerinput"):
-        os.environ.setdefault(RUN_ENV, uuid.uuid4().hex)
+    global OWNER
+    if not hasattr(config, "workerinput") and RUN_ENV not in os.environ:
+        os.environ[RUN_ENV] = uuid.uuid4().hex
+        OWNER = True
 
 
 def pytest_sessionfinish(session):
-    if not hasattr(session.config, "workerinput"):
+    if OWNER:
         try:
             from localcloud import fixture
         except ImportError:  # the unit tier in a venv without the cloud's clients

@@ -20,6 +20,7 @@ import uuid
 
 import requests
 
+from ..digest import file_digest
 from ..errors import CloudError, InvalidArgument, NotFound, Timeout
 from .api import create_once, get_or_none, service_errors
 from .checks import check_choice, check_progress, check_properties, check_str, check_timeout, string_list
@@ -391,14 +392,6 @@ class _HashingReader:
         return chunk
 
 
-def _file_digest(path, algo):
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _stored_hash(image):
     """(algorithm, value) of the hash Glance keeps of the image's data: os_hash_value, or the
     md5 checksum of a Glance older than multihash."""
@@ -416,7 +409,7 @@ def _verify_upload(clients, image, path, transfer, disk_format, timeout):
     if image.get("disk_format") != disk_format:
         return _verify_conversion(clients, image, path, disk_format, timeout)
     algo, stored = _stored_hash(image)
-    local = transfer.hasher.hexdigest() if algo == HASH_ALGO else _file_digest(path, algo)
+    local = transfer.hasher.hexdigest() if algo == HASH_ALGO else file_digest(path, algo)
     if stored != local:
         raise CloudError(f"image {image['id']}: Glance stored {algo} {stored}, but {path} has "
                          f"{local}; the data was damaged on the way")
@@ -460,7 +453,7 @@ def _verify_conversion(clients, image, path, disk_format, timeout):
             if r.returncode:
                 raise CloudError(f"{label}; converting it here to verify it failed: {r.stderr.strip()}")
             algo, stored = _stored_hash(image)
-            local = _file_digest(disk, algo)
+            local = file_digest(disk, algo)
             if (stored, image.get("size")) != (local, os.path.getsize(disk)):
                 raise CloudError(f"{label}: Glance stored {image.get('size')} bytes with {algo} "
                                  f"{stored}, the file's disk converted here is {os.path.getsize(disk)} "

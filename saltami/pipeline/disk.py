@@ -1,15 +1,14 @@
 """The local provider's disk: a sparse raw copy of the base image (a file on this machine,
 or the cached vanilla image) that the bake changes through a loop device. The base itself
 is never written to. It goes in the release_disk step, or with this step's undo."""
-import hashlib
 import os
 from pathlib import Path
 
 from .. import disk, imageformat, vanilla
+from ..digest import file_digest
 from ..errors import InvalidArgument
 
 NAME = "disk"
-CHUNK = 1 << 20
 
 
 def find_base(base):
@@ -27,21 +26,13 @@ def find_base(base):
                                   "(allowed: a raw or qcow2 disk image on this machine)")
         ref = f"file:{path}"
     fmt = checked(str(path))
-    return {"id": ref, "name": path.name, "path": str(path), "format": fmt, "hash": file_hash(path)}
+    return {"id": ref, "name": path.name, "path": str(path), "format": fmt, "hash": file_digest(path)}
 
 
 def checked(path):
     """The base file's format, once the format inspector found it safe and what its name
     claims (imageformat.py)."""
     return imageformat.check(path, imageformat.claimed_by_name(path), what="base image file")
-
-
-def file_hash(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def work_file(build):

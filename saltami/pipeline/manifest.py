@@ -184,6 +184,18 @@ def builds_dir(opts):
     return os.path.join(opts["cachedir"], "ami", "builds")
 
 
+def minion_id(role, build_id):
+    """The minion id of a build's ``role`` ("builder" or "validator"), which is its server's
+    name too: the one place that says how."""
+    return f"ami-{role}-{build_id}"
+
+
+def build_of_minion(role, minion_id_):
+    """The build id in ``minion_id_`` if it is the minion of a build's ``role``, else None."""
+    build_id = minion_id_.removeprefix(minion_id(role, ""))
+    return None if build_id == minion_id_ else build_id
+
+
 class Build:
     """The state bag of one build, persisted as ``<builds_dir>/<id>.json``."""
 

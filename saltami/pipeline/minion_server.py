@@ -17,6 +17,7 @@ import shlex
 from ..cloud import cinder, glance, nova
 from ..errors import CloudError
 from ..saltmaster import AUTOSIGN_GRAIN, NO_PILLARENV, token_id
+from . import manifest
 
 # where a salt built for the image lives; the base images this project makes carry it
 SALT_BIN = "/opt/salt/bin"
@@ -84,7 +85,7 @@ def user_data(minion_id, token, address, salt_version, proxy=None, master_pillar
 def start(build, ctx, role, image_id):
     """Boot a minion server for ``role`` ("builder" or "validator") and record it."""
     spec = ctx.spec
-    minion_id = f"ami-{role}-{build.id}"
+    minion_id = manifest.minion_id(role, build.id)
     volume_size = boot_volume_size(ctx, image_id)
     token = ctx.master.new_token()
     # recorded before the master knows it: a build killed now still revokes it

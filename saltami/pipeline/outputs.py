@@ -12,7 +12,6 @@ with a JSON manifest (provenance, sizes, sha256 of each file):
 The directory is ``<output_dir or <cachedir>/images/<flavour>>/<build id>``; it appears
 under that name only complete, and a failed build removes it.
 """
-import hashlib
 import json
 import os
 import shutil
@@ -20,18 +19,23 @@ import time
 from pathlib import Path
 
 from .. import disk, provenance
+from ..digest import file_digest
 from ..errors import InvalidArgument
 from . import mount
 from .disk import work_file
 
 NAME = "outputs"
 MANIFEST = "manifest.json"
-CHUNK = 1 << 20
 # what qemu-img calls the compression of each qcow2 output
 QCOW2 = {"qcow2": "zlib", "qcow2-zstd": "zstd"}
 # room for mkfs.ext4 -d to fill before resize2fs -M takes the filesystem down to its content
 AMI_SLACK, AMI_EXTRA = 1.25, 64 << 20
 AMI_JOURNAL_MIB = 16
+# free room in the triplet's root after the shrink: its first boot writes (cloud-init's state,
+# logs, the journal, host keys) before anything grows the root, and a root with no free block
+# or inode fails them (ENOSPC, and cloud-init never finishes): a tenth of the used bytes, at
+# least 64 MiB; the groups added with it bring their own inodes
+AMI_HEADROOM, AMI_HEADROOM_MIN = 0.10, 64 << 20
 
 
 def output_root(spec, cachedir):
@@ -50,13 +54,9 @@ def find_built(spec, cachedir, fingerprint):
 
 
 def file_info(path, directory):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
     st = os.stat(path)
     return {"file": os.path.relpath(path, directory), "size": st.st_size,
-            "allocated": st.st_blocks * 512, "sha256": digest.hexdigest()}
+            "allocated": st.st_blocks * 512, "sha256": file_digest(path)}
 
 
 def qcow2(source, target, compression):
@@ -100,8 +100,8 @@ def filesystem_ids(node):
 
 def minimal_filesystem(root, target, ids):
     """An ext4 filesystem at ``target`` holding the tree at ``root``, no bigger than what it
-    holds: mkfs.ext4 -d with room to spare, then resize2fs -M (again while it still shrinks),
-    then the file cut to the filesystem's end."""
+    holds and the room its first boot needs: mkfs.ext4 -d with room to spare, then resize2fs
+    -M (again while it still shrinks), then grown by AMI_HEADROOM."""
     used, _ = disk.filesystem_usage(root)
     st = os.statvfs(root)
     inodes = int((st.f_files - st.f_ffree) * 1.1) + 1024
@@ -124,6 +124,9 @@ def minimal_filesystem(root, target, ids):
             break
         blocks = count
     os.truncate(target, blocks * block_size)
+    room = max(int(blocks * block_size * AMI_HEADROOM), AMI_HEADROOM_MIN) // block_size
+    os.truncate(target, (blocks + room) * block_size)
+    disk.run("resize2fs", target)  # grows the filesystem to the file's new end
 
 
 def _block_count(path):

@@ -14,13 +14,26 @@ FLAVOUR = f"amitest-base-{RUN[-8:]}"
 
 
 @pytest.fixture(scope="module")
-def definition(base_image, module_clients):
-    """A flavour whose base is given by properties only, which the base test image has and
-    which every image made from it inherits."""
-    key = glance.show(module_clients, base_image["id"])["localcloud_base_key"]
+def own_base(localcloud, module_clients):
+    """A copy of the base test image that only this module boots: the other test process's
+    snapshots of servers of the shared base inherit its properties, and one of them, newer,
+    would match a filter on those (as it would on a cloud where others snapshot the base)."""
+    from localcloud import baseimage
+
+    path = baseimage.as_qcow2(localcloud.base_image()["path"])
+    image = glance.upload(module_clients, str(path), f"amitest-base-{RUN}", disk_format="qcow2",
+                          properties={"os_distro": "debian", "amitest_base_of": RUN})
+    yield image
+    glance.delete(module_clients, image["id"], force=True)
+
+
+@pytest.fixture(scope="module")
+def definition(own_base, module_clients):
+    """A flavour whose base is given by properties only, which its base image has and which
+    every image made from it inherits."""
     # no second boot to check the image: these builds are about the base (test_build.py validates)
     yield {"extends": "amitest", "keep": 1, "validate": False,
-           "base": {"properties": {"os_distro": "debian", "localcloud_base_key": key}}}
+           "base": {"properties": {"os_distro": "debian", "amitest_base_of": RUN}}}
     provenance.prune(module_clients, FLAVOUR, keep=0, force=True)
 
 
@@ -30,12 +43,12 @@ def runner(salt_run, function, flavour, definition):
 
 
 def test_the_second_build_of_a_base_given_by_properties_has_nothing_to_do(salt_run, module_clients, salt_key,
-                                                                          definition, base_image):
+                                                                          definition, own_base):
     provenance.prune(module_clients, FLAVOUR, keep=0, force=True)
     ret, out = runner(salt_run, "ami.build", FLAVOUR, definition)
     assert ret.returncode == 0, out[-3000:]
     (first,) = provenance.find_promoted(module_clients, FLAVOUR)
-    assert first["ami_base_id"] == base_image["id"]
+    assert first["ami_base_id"] == own_base["id"]
     # the golden image matches the base's filter, and is the newest that does: what a build
     # that took the newest match would have started from next
     matches = glance.find_images(module_clients, properties=definition["base"]["properties"])
@@ -44,7 +57,7 @@ def test_the_second_build_of_a_base_given_by_properties_has_nothing_to_do(salt_r
     ret, out = runner(salt_run, "ami.status", FLAVOUR, definition)
     assert ret.returncode == 0, out
     assert ret.data["up_to_date"] is True and ret.data["why"] == [], ret.data
-    assert ret.data["base"]["id"] == base_image["id"]
+    assert ret.data["base"]["id"] == own_base["id"]
 
     before = cloud_inventory(module_clients, salt_key, FLAVOUR)
     ret, out = runner(salt_run, "ami.build", FLAVOUR, definition)
@@ -54,7 +67,7 @@ def test_the_second_build_of_a_base_given_by_properties_has_nothing_to_do(salt_r
     assert cloud_inventory(module_clients, salt_key, FLAVOUR) == before
 
 
-def test_a_build_image_is_a_base_only_when_asked_for(salt_run, module_clients, definition, base_image):
+def test_a_build_image_is_a_base_only_when_asked_for(salt_run, module_clients, definition, own_base):
     (golden,) = provenance.find_promoted(module_clients, FLAVOUR) or pytest.skip("needs the build above")
     # asked for by an ami_ property: the newest promoted image of the flavour
     child = {"extends": "amitest", "base": {"properties": {"ami_flavour": FLAVOUR, "ami_status": "promoted"}}}
