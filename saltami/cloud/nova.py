@@ -278,9 +278,21 @@ def console_output(clients, server_id, length=None):
         return server.get_console_output(length=length)
 
 
+def wait_task_done(clients, server_id, timeout=600):
+    """Wait until nova runs no task on the server (its task_state is None). A snapshot's image
+    is active before nova has ended the snapshot task, and a server deleted in between makes
+    that task fail, whereupon nova deletes the image (its delete_image_on_error)."""
+    wait_for(lambda: _get_server(clients, server_id),
+             done=lambda s: s is not GONE and not getattr(s, "OS-EXT-STS:task_state", None),
+             failed=lambda s: "server was deleted" if s is GONE else None,
+             describe=lambda s: "gone" if s is GONE else f"task {getattr(s, 'OS-EXT-STS:task_state', None)}",
+             what=f"nova to end its task on server {server_id}", timeout=timeout)
+
+
 def create_snapshot(clients, server_id, name, metadata=None, wait=True, timeout=1800):
-    """createImage of a server; with ``wait``, until the Glance image is active. An image
-    that ends killed or vanishes (nova deletes it when the snapshot fails) raises."""
+    """createImage of a server; with ``wait``, until the Glance image is active and nova has
+    ended the snapshot task (wait_task_done). An image that ends killed or vanishes (nova
+    deletes it when the snapshot fails) raises."""
     server = find_server(clients, server_id)
     meta = _check_metadata(metadata)
 
@@ -297,7 +309,9 @@ def create_snapshot(clients, server_id, name, metadata=None, wait=True, timeout=
     if not wait:
         return {"id": image_id, "name": name}
     try:
-        return glance.wait_active(clients, image_id, timeout=timeout)
+        image = glance.wait_active(clients, image_id, timeout=timeout)
+        wait_task_done(clients, server.id, timeout=timeout)
+        return image
     except ResourceFailed as e:
         fault = _get_server(clients, server.id)
         reason = f"; server fault: {_fault(fault)}" if fault is not GONE and getattr(fault, "fault", None) else ""

@@ -23,6 +23,9 @@ def run(build, ctx):
                                    metadata=provenance.candidate_metadata(build), wait=False)
     build.add("image", started["id"])
     image = glance.wait_active(ctx.clients, started["id"], spec["timeouts"]["snapshot"])
+    # before the release step deletes the builder: nova deletes the image of a snapshot task
+    # that the server's deletion cuts short, even once the image is active
+    nova.wait_task_done(ctx.clients, server, spec["timeouts"]["snapshot"])
     if glance.block_device_mapping(image):
         return _materialised(build, ctx, image)
     glance.set_properties(ctx.clients, image["id"], **provenance.properties(build, spec))

@@ -55,10 +55,10 @@ def test_upload_download_round_trip_with_progress_events(salt_call, salt_master,
 ])
 def test_upload_refuses_bad_input_and_creates_nothing(salt_call, clients, name, tmp_path, args, kwargs, message):
     raw = random_file(tmp_path / "disk.raw", MiB)
-    before = image_names(clients)
     out = call_fails(salt_call, "ami_glance.upload", args[0].format(raw=raw), name, **kwargs)
     assert message in out
-    assert image_names(clients) == before
+    # the images of this name only: the other test process makes images meanwhile
+    assert name not in image_names(clients)
 
 
 def test_ami_triplet_boots_with_its_kernel_and_ramdisk(salt_call, admin_session, clients, name, tmp_path):
@@ -128,7 +128,7 @@ def test_volume_from_image_uploaded_back_as_qcow2(salt_call, clients, name, tmp_
 
 
 def test_volume_smaller_than_its_image_is_refused(salt_call, clients, base_image, name):
-    before = [v.id for v in clients.cinder.volumes.list()]
     out = call_fails(salt_call, "ami_cinder.create", 0, name=name, image=base_image["id"])
     assert "size" in out
-    assert [v.id for v in clients.cinder.volumes.list()] == before
+    # the volumes of this name only: the other test process makes volumes meanwhile
+    assert name not in [v.name for v in clients.cinder.volumes.list()]
