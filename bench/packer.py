@@ -325,7 +325,13 @@ def image_usage(clients, image_id, workdir):
     (what a sparse or compressed copy needs), from a downloaded copy mounted read-only."""
     path = workdir / f"{image_id}.raw"
     mnt = workdir / f"{image_id}.mnt"
+    stored = glance.show(clients, image_id)
     glance.download(clients, image_id, str(path))
+    if stored["disk_format"] != "raw":
+        # a qcow2 (the base, hence the snapshots, are qcow2): its raw disk is what a loop opens
+        converted = path.with_suffix(".converted")
+        subprocess.run(["qemu-img", "convert", "-O", "raw", str(path), str(converted)], check=True)
+        converted.replace(path)
     try:
         loop = disk.attach_loop(path, read_only=True)
         try:
@@ -334,7 +340,7 @@ def image_usage(clients, image_id, workdir):
         finally:
             disk.unmount_root(loop, mnt)
             disk.detach_loops_of(path)
-        return {"size": glance.show(clients, image_id)["size"], "used": used, "nonzero": nonzero_bytes(path)}
+        return {"size": stored["size"], "used": used, "nonzero": nonzero_bytes(path)}
     finally:
         path.unlink(missing_ok=True)
 
