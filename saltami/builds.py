@@ -98,18 +98,18 @@ def dry_run(opts, pillar_ami, flavour_name, clients):
     ctx = context(opts, pillar_ami, flavour_name, clients)
     spec, steps = ctx.spec, pipeline.steps_of_spec(ctx.spec)
     b = pipeline.Build.unsaved(flavour_name, steps)
-    base = resolve.check(b, ctx)
-    now = status(opts, pillar_ami, flavour_name, clients)
+    found = resolve.check(b, ctx)
+    base, now = found[0], _status(flavour_name, clients, *found)
     report_ = {"flavour": flavour_name, "would_build": not now["up_to_date"], "why": now["why"],
                "fingerprint": now["fingerprint"], "base": now["base"], "steps": [s.NAME for s in steps]}
     if now["up_to_date"]:
         return {**report_, "image": now["image"]}
     create = {"servers": [], "volumes": [], "images": []}
     if "boot" in b.data["plan"]:
+        volume = minion_server.boot_volume_size(ctx, b.data["builder_image"])
         for role, image in (("builder", b.data["builder_image"]), ("validator", "the candidate image")):
             if role == "validator" and "validate" not in b.data["plan"]:
                 continue
-            volume = minion_server.boot_volume_size(ctx, b.data["builder_image"])
             create["servers"].append({"role": role, "name": manifest.minion_id(role, b.id), "image": image,
                                       "flavor": spec["flavor"], "networks": spec["networks"],
                                       **({"boot_volume_gib": volume} if volume else {})})
@@ -119,11 +119,10 @@ def dry_run(opts, pillar_ami, flavour_name, clients):
         create["outputs"] = {"kinds": spec["outputs"], "uploaded": clients is not None,
                              **({} if clients is not None else
                                 {"directory": str(outputs.output_root(spec, ctx.cachedir) / b.id)})}
+    report_["would_create"] = create
     if clients is not None:
         create["images"].append({"name": provenance.candidate_name(b), "then": provenance.final_name(b, spec),
                                  "visibility": spec["visibility"], "tags": spec["tags"]})
-    report_["would_create"] = create
-    if clients is not None:
         # the new image counts among the keep newest
         pruned = provenance.prune(clients, flavour_name, max(spec["keep"] - 1, 0), dry_run=True,
                                   shared=spec["prune_shared"])
@@ -145,11 +144,16 @@ def status(opts, pillar_ami, flavour_name, clients):
     """Whether the flavour's image is up to date, and if not why: the fingerprint it would
     have now against the newest promoted image's provenance, and for the SLS the files its
     build recorded they used (saltfiles.py), each named when it changed."""
-    from . import saltfiles
     from .pipeline import resolve
 
     ctx = context(opts, pillar_ami, flavour_name, clients)
-    base, parts, fingerprint, render = resolve.current(ctx)
+    return _status(flavour_name, clients, *resolve.current(ctx))
+
+
+def _status(flavour_name, clients, base, parts, fingerprint, render):
+    """``status`` from what resolve.current found."""
+    from . import saltfiles
+
     promoted = provenance.find_promoted(clients, flavour_name)
     current = next((i for i in promoted if i.get("ami_fingerprint") == fingerprint), None)
     newest = promoted[0] if promoted else None

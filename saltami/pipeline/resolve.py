@@ -120,12 +120,13 @@ def record_chroot(build, ctx, root):
 def check(build, ctx):
     """Everything a build checks before it makes anything (a dry run checks the same): the
     credentials, the base, the fingerprint, and what the plan's steps will need of the cloud
-    and the master. Returns the base."""
+    and the master. Returns what ``current`` found: (base, parts, fingerprint, render)."""
     spec = ctx.spec
     if ctx.clients is not None:
         # bad credentials or a cloud that does not answer: said as such, before anything else
         auth.check_auth(ctx.clients)
-    base = _resolved(build, ctx)
+    found = _resolved(build, ctx)
+    base = found[0]
     if "upload" in build.data["plan"]:
         # an old cinder cannot upload the volume: said now, before the volume is made
         ctx.clients.require("upload-to-image")
@@ -139,12 +140,12 @@ def check(build, ctx):
         # the volume strategy's builder needs salt-ami: it may be another image than the base
         builder = glance.find_image(ctx.clients, spec["builder"]) if spec.get("builder") else base
         build.data["builder_image"] = builder["id"]
-    return base
+    return found
 
 
 def run(build, ctx):
     spec = ctx.spec
-    base = check(build, ctx)
+    base = check(build, ctx)[0]
     cleaned = claims.reap(ctx.builds_dir, lambda _name: ctx, spec["name"], skip=build.id)
     waited = {}
     # one build of a flavour at a time: one that waited finds the other's image
@@ -162,12 +163,12 @@ def run(build, ctx):
 
 
 def _resolved(build, ctx):
-    """The base and the fingerprint as they stand now, in the build."""
-    base, parts, fingerprint, render = current(ctx)
+    """The base and the fingerprint as they stand now (``current``), in the build."""
+    found = base, parts, fingerprint, render = current(ctx)
     build.data.update(base={key: base[key] for key in ("id", "name", "path") if base.get(key)},
                       parts=parts, fingerprint=fingerprint,
                       render_from=render["before"] and render["before"]["build"])
-    return base
+    return found
 
 
 def _already_built(build, ctx, fingerprint):
