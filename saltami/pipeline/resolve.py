@@ -153,7 +153,7 @@ def run(build, ctx):
         waited = claims.acquire(build, ctx, spec["timeouts"]["claim"])
         if waited or _newest_build(ctx) != build.data["render_from"]:
             # a build that ended meanwhile recorded what the SLS use: the fingerprint is over that now
-            base = _resolved(build, ctx)
+            base = _resolved(build, ctx)[0]
         if _already_built(build, ctx, build.data["fingerprint"]):
             claims.release(build)
     build.save()
