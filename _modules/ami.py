@@ -50,13 +50,17 @@ def volume_device(volume, timeout=60):
         return instance.volume_device(volume, timeout=timeout)
 
 
-def plan(ami_pillar, flavour=None):
+def plan(ami_pillar, flavour=None, with_parents=True):
     """
     What an orchestrated build will do: for each flavour (or the one or the list given), a new build id,
     its steps in order, and the process that drives them (this one). Used by
     salt/formulas/ami/build.sls to lay out one state per step;
     validates the flavours first, so a bad flavour stops the orchestration before anything
     is created.
+
+    Image families: the flavours come in the order they build, each after the flavour whose
+    image it builds from (``from_parent``), which is its ``parent`` (else None); with
+    ``with_parents`` (the default) those parents come in even when not asked for.
 
     CLI Example:
 
@@ -74,9 +78,9 @@ def plan(ami_pillar, flavour=None):
             names = [flavour] if isinstance(flavour, str) else list(flavour)
         # the process rendering the orchestration runs it: its steps record it as their owner
         owner = pipeline.claims.this_process()
-        return [{"flavour": name, "build": pipeline.new_id(name), "owner": owner,
+        return [{"flavour": name, "parent": parent, "build": pipeline.new_id(name), "owner": owner,
                  "steps": [s.NAME for s in pipeline.steps_of_spec(flavour_lib.resolve(ami_pillar, name))]}
-                for name in names]
+                for name, parent in flavour_lib.build_order(ami_pillar, names, with_parents)]
 
 
 def _cloud_or_none(cloud):

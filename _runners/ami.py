@@ -9,9 +9,8 @@ Flavours come from the master's pillar (``ami:flavours``, see pillar.example); t
 import sys
 
 try:
-    from saltami import builds, images, provenance, report, saltglue
+    from saltami import builds, families, images, provenance, report, saltglue
     from saltami import flavour as flavour_lib
-    from saltami.pipeline import StepFailed
     from saltami.pipeline import context as pipeline_context
 
     HAS_LIBS = True
@@ -75,6 +74,11 @@ def build(flavour=None, definition=None, cloud=None, test=False):
     with its duration, transfers with their bytes and rate, and at the end a summary (image,
     size, duration of each step, what was pruned).
 
+    A flavour built from its parent's image (``from_parent``) builds after its parent, and
+    after the parent's own parent if it too builds from its parent's image: those are built
+    first (or found up to date at their resolve) even when not asked for, and one that fails
+    stops the flavours built from it. One flavour's summary then has theirs under ``parents``.
+
     ``test=True``: a dry run. For each flavour, whether it would build and why, what it would
     create (servers, volumes, images and their names) and what its prune would remove; it
     checks what a build checks first (a bad flavour fails as it would) and creates, claims
@@ -93,45 +97,46 @@ def build(flavour=None, definition=None, cloud=None, test=False):
         def dry_runs():
             with saltglue.salt_errors():
                 clients = _clients(pillar, cloud)
-                names = [flavour] if isinstance(flavour, str) else flavour or flavour_lib.names(ami)
+                names = families.names_in_order(ami, [flavour] if isinstance(flavour, str) else flavour or None)
                 return {name: builds.dry_run(__opts__, ami, name, clients) for name in names}
         return _reported(dry_runs)
     say = _say()
     if isinstance(flavour, str):
         with _printing(say):
-            return _reported(lambda: builds.build(__opts__, ami, flavour, _clients(pillar, cloud)))
+            return _reported(lambda: families.build(__opts__, ami, flavour, _clients(pillar, cloud)))
     with saltglue.salt_errors(), _printing(say):
         clients = _clients(pillar, cloud)
-        results, failed = {}, []
-        for name in flavour or flavour_lib.names(ami):
-            try:
-                results[name] = builds.build(__opts__, ami, name, clients)
-            except saltglue.errors.AmiError as e:
-                results[name] = {"error": str(e)}
-                failed.append(name)
-                if say and not isinstance(e, StepFailed):
-                    # a flavour refused before its build began has no events to say so
-                    say(f"[{name}] not built: {e}")
+        results, failed = families.build_all(__opts__, ami, flavour or None, clients, say=say)
         if failed:
             raise saltglue.CommandExecutionError(f"builds of {', '.join(failed)} failed", info=results)
         return results
 
 
-def status(flavour, definition=None, cloud=None):
+def status(flavour=None, definition=None, cloud=None):
     """
     Whether a flavour's newest image is up to date: the fingerprint it would have now, the
     base image it would start from, and, when no promoted image has that fingerprint, what
     changed (base, SLS, pillar, salt, settings).
+
+    Image families: ``parent`` is the flavour whose image this one builds from
+    (``from_parent``), and this one is out of date too while its parent is, or when the
+    parent's image changed since its own was made (the why names the parent); ``children``
+    has the status of each flavour built from its image, each with its own children. Without
+    ``flavour``, every flavour's, as trees: the flavours built from no other's image, each with
+    its children.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run ami.status debian-postgres
+        salt-run ami.status
     """
     pillar, ami = _pillar(flavour, definition)
     with saltglue.salt_errors():
-        return builds.status(__opts__, ami, flavour, _clients(pillar, cloud))
+        if flavour is None:
+            return families.statuses(__opts__, ami, _clients(pillar, cloud))
+        return families.status(__opts__, ami, flavour, _clients(pillar, cloud))
 
 
 def remove(flavour, keep=0, force=False, test=False, cloud=None):

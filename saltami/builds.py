@@ -98,8 +98,17 @@ def dry_run(opts, pillar_ami, flavour_name, clients):
     ctx = context(opts, pillar_ami, flavour_name, clients)
     spec, steps = ctx.spec, pipeline.steps_of_spec(ctx.spec)
     b = pipeline.Build.unsaved(flavour_name, steps)
-    found = resolve.check(b, ctx)
-    base, now = found[0], _status(flavour_name, clients, *found)
+    try:
+        found = resolve.check(b, ctx)
+    except provenance.NoParentImage:
+        # its parent builds first (a build of the family does), and it from the parent's new
+        # image: what that build would need of the cloud is not known before that image is
+        found = None
+    now = _status(opts, pillar_ami, flavour_name, ctx, found, {})
+    if found is None:
+        return {"flavour": flavour_name, "would_build": True, "why": now["why"], "fingerprint": None,
+                "base": None, "steps": [s.NAME for s in steps]}
+    base = found[0]
     report_ = {"flavour": flavour_name, "would_build": not now["up_to_date"], "why": now["why"],
                "fingerprint": now["fingerprint"], "base": now["base"], "steps": [s.NAME for s in steps]}
     if now["up_to_date"]:
@@ -140,41 +149,71 @@ def cleanup(opts, pillar_ami, build_id, clients):
     return context(opts, pillar_ami, b.data["flavour"], clients).cleanup(b)
 
 
-def status(opts, pillar_ami, flavour_name, clients):
+def status(opts, pillar_ami, flavour_name, clients, _known=None):
     """Whether the flavour's image is up to date, and if not why: the fingerprint it would
     have now against the newest promoted image's provenance, and for the SLS the files its
-    build recorded they used (saltfiles.py), each named when it changed."""
+    build recorded they used (saltfiles.py), each named when it changed. A flavour built from
+    its parent's image (from_parent, ``parent``) is out of date too while its parent is: the
+    parent's next image is its next base. ``_known``: the statuses found so far, by flavour."""
     from .pipeline import resolve
 
+    known = {} if _known is None else _known
+    if flavour_name in known:
+        return known[flavour_name]
     ctx = context(opts, pillar_ami, flavour_name, clients)
-    return _status(flavour_name, clients, *resolve.current(ctx))
+    try:
+        found = resolve.current(ctx)
+    except provenance.NoParentImage:
+        found = None
+    return _status(opts, pillar_ami, flavour_name, ctx, found, known)
 
 
-def _status(flavour_name, clients, base, parts, fingerprint, render):
-    """``status`` from what resolve.current found."""
-    from . import saltfiles
-
+def _status(opts, pillar_ami, flavour_name, ctx, found, known):
+    """``status`` from what resolve.current found (None: the flavour's parent has no image yet)."""
+    clients = ctx.clients
+    parent = ctx.spec["extends"] if ctx.spec["from_parent"] else None
+    above = status(opts, pillar_ami, parent, clients, known) if parent else None
     promoted = provenance.find_promoted(clients, flavour_name)
-    current = next((i for i in promoted if i.get("ami_fingerprint") == fingerprint), None)
     newest = promoted[0] if promoted else None
-    if current:
+    base, parts, fingerprint, render = found or ({}, None, None, None)
+    current = next((i for i in promoted if i.get("ami_fingerprint") == fingerprint), None) if fingerprint else None
+    if parts is None:
+        why = [f"its parent {parent} has no promoted image: {parent} builds first, then {flavour_name} from it"]
+    elif current:
         why = []
     elif newest is None:
         why = [f"no image of flavour {flavour_name} exists"]
     else:
-        changed = [part for part in sorted(parts)
-                   if str(parts[part]) != str(newest.get(f"ami_{part}", parts[part]))]
-        why = [f"{part} changed" for part in changed if part != "sls_hash"]
-        if "sls_hash" in changed:
-            before = render["before"]
-            why += (saltfiles.changed_files(before["files"], render["files"]) if before else []) or [
-                "sls_hash changed (no record of the files its build used: "
-                f"{newest.get('ami_build')} has no manifest here)"]
-        why = why or ["the flavour's settings changed"]
-    return {"flavour": flavour_name, "fingerprint": fingerprint, "up_to_date": current is not None,
-            # the base a build would start from now
-            "base": {key: base[key] for key in ("id", "name", "path") if base.get(key)},
-            "image": current and {"id": current["id"], "name": current["name"]},
-            "newest": newest and {"id": newest["id"], "name": newest["name"],
-                                  "fingerprint": newest.get("ami_fingerprint")},
-            "why": why}
+        why = _changes(parts, newest, render, parent)
+    if parts is not None and above and not above["up_to_date"]:
+        why.append(f"parent {parent} is out of date: {'; '.join(above['why'])}")
+    known[flavour_name] = {
+        "flavour": flavour_name, "fingerprint": fingerprint, "up_to_date": current is not None and not why,
+        # the base a build would start from now
+        "base": {key: base[key] for key in ("id", "name", "path") if base.get(key)} or None,
+        "image": current and {"id": current["id"], "name": current["name"]},
+        "newest": newest and {"id": newest["id"], "name": newest["name"],
+                              "fingerprint": newest.get("ami_fingerprint")},
+        "why": why, "parent": parent}
+    return known[flavour_name]
+
+
+def _changes(parts, newest, render, parent):
+    """What changed of the fingerprint's ``parts`` since the ``newest`` image was made."""
+    from . import saltfiles
+
+    changed = [part for part in sorted(parts)
+               if str(parts[part]) != str(newest.get(f"ami_{part}", parts[part]))]
+    why = []
+    if "parent_fingerprint" in changed:
+        # the parent's new image is the new base: said as that
+        old, new = (str(v)[:12] for v in (newest.get("ami_parent_fingerprint"), parts["parent_fingerprint"]))
+        why.append(f"parent {parent}'s image changed: fingerprint {old} -> {new}")
+        changed = [part for part in changed if part not in ("parent_fingerprint", "base_id", "base_hash")]
+    why += [f"{part} changed" for part in changed if part != "sls_hash"]
+    if "sls_hash" in changed:
+        before = render["before"]
+        why += (saltfiles.changed_files(before["files"], render["files"]) if before else []) or [
+            "sls_hash changed (no record of the files its build used: "
+            f"{newest.get('ami_build')} has no manifest here)"]
+    return why or ["the flavour's settings changed"]

@@ -17,6 +17,11 @@ the flavours it ``extends`` (the root first), then its own keys:
   require both to match;
 - a key set to null drops the inherited value, so the key's default applies.
 
+``extends`` and ``from_parent`` are a flavour's own, never inherited nor defaults. A flavour
+with ``from_parent: true`` builds from its parent's newest promoted image (an image family):
+its ``sls`` are its own only (the parent's image holds the parent's already), and its base is
+that image, found by the build (``provenance.parent_image``), whatever ``base`` says.
+
 The merged flavour is validated as a whole and every problem is reported in one error.
 Nothing here talks to a cloud or to Salt: whether the SLS exist is asked of the master's
 file server through ``check_sls``.
@@ -391,9 +396,15 @@ TEST_FIELDS = {
     "expect_no_changes": (True, _boolean),
 }
 
+# a flavour's own keys: ami:defaults cannot hold them, and a child does not inherit them
+OWN_KEYS = ("extends", "from_parent")
+FROM_PARENT_SLS_HELP = (f"{SLS_HELP}: with from_parent, the SLS this flavour applies on its parent's "
+                        "image, which holds the parent's already")
+
 FIELDS = {
     "description": (None, _text),
     "extends": (None, _text),
+    "from_parent": (False, _boolean),
     "base": (_Required(BASE_HELP), _base),
     "builder": (None, _base),
     "sls": (_Required(SLS_HELP), _some_sls),
@@ -450,9 +461,22 @@ def _field(value, default, check, where):
     return where.check(check, value)
 
 
-def _across(merged, flavour, where):
+def _across(merged, flavour, where, own=None):
     """Rules and defaults across keys; ``merged`` tells an unset key from one whose value was
-    refused."""
+    refused, ``own`` (the flavour's own layer) a key set from one inherited."""
+    if flavour["from_parent"]:
+        if flavour["extends"] is None:
+            where.sub("from_parent").add(_allowed(
+                "builds from the image of the flavour this one extends, and it extends none",
+                "from_parent: true with extends: PARENT"))
+        elif flavour["strategy"] == "local":
+            where.sub("from_parent").add(_allowed(
+                "builds from its parent's image in Glance, and strategy 'local' bakes a local base",
+                "strategy snapshot or volume"))
+        elif (own or {}).get("base") is not None:
+            where.sub("base").add(_allowed(
+                "a flavour with from_parent builds from its parent's newest promoted image: it names "
+                "no base of its own", "no base key, or from_parent: false"))
     if flavour["test"] and flavour["test"]["sls"] is None:
         # by default the new image must already be what the flavour's SLS describe
         flavour["test"]["sls"] = list(flavour["sls"] or [])
@@ -545,8 +569,10 @@ def _flavours(pillar_ami):
 
 def _defaults(pillar_ami):
     defaults = _section(_section(pillar_ami, "pillar ami").get("defaults"), "pillar ami:defaults")
-    if "extends" in defaults:
-        raise _bad("pillar ami:defaults: key 'extends' cannot be a default: a flavour names its own parent")
+    for key in OWN_KEYS:
+        if key in defaults:
+            raise _bad(f"pillar ami:defaults: key {key!r} cannot be a default: a flavour names its own "
+                       "parent, and whether it builds from its parent's image")
     return defaults
 
 
@@ -619,9 +645,15 @@ def resolve(pillar_ami, name):
                    f"and event tags", NAME_HELP)
     layers = [_layer(flavours, n) for n in reversed(_lineage(flavours, name))]
     merged = functools.reduce(_merge, layers, _defaults(pillar_ami))
+    own, fields = layers[-1], FIELDS
+    merged["from_parent"] = own.get("from_parent")   # not inherited
+    if own.get("from_parent") is True:
+        # the parent's image holds the parent's SLS (and the defaults'): this flavour's own only
+        merged["sls"] = own.get("sls")
+        fields = {**FIELDS, "sls": (_Required(FROM_PARENT_SLS_HELP), _some_sls)}
     where = _Where(name)
-    flavour = _fields(merged, FIELDS, where)
-    _across(merged, flavour, where)
+    flavour = _fields(merged, fields, where)
+    _across(merged, flavour, where, own)
     where.raise_problems()
     return {"name": name, **flavour}
 
@@ -638,6 +670,52 @@ def resolve_all(pillar_ami):
     if problems:
         raise InvalidArgument("\n".join(problems))
     return flavours
+
+
+# ------------------------------------------------------------------------------ image families
+def image_parent(pillar_ami, name):
+    """The flavour whose newest promoted image flavour ``name`` builds from (its own
+    ``from_parent: true``, and the flavour it extends), else None. From the flavour as
+    written: resolve says what is wrong with it."""
+    flavours = _flavours(pillar_ami)
+    layer = flavours.get(name)
+    if not isinstance(layer, Mapping) or layer.get("from_parent") is not True:
+        return None
+    parent = layer.get("extends")
+    return parent if isinstance(parent, str) and parent in flavours else None
+
+
+def image_children(pillar_ami, name):
+    """The flavours that build from flavour ``name``'s image, sorted."""
+    return [child for child in names(pillar_ami) if image_parent(pillar_ami, child) == name]
+
+
+def build_order(pillar_ami, wanted, with_parents=True):
+    """The flavours ``wanted`` in the order they build: each after the flavour whose image it
+    builds from, the others as given (several families side by side, level by level); with
+    ``with_parents``, the image ancestors of each that ``wanted`` lacks come in before it.
+    [(name, parent)]: parent is the flavour it builds from when that is in the list, else
+    None."""
+    parents, order = {}, []
+
+    def add(name, seen=()):
+        if name in parents or name in seen:  # (a loop of extends: resolve reports it)
+            return
+        parent = image_parent(pillar_ami, name)
+        if parent is not None and with_parents:
+            add(parent, (*seen, name))
+        parents[name] = parent
+        order.append(name)
+
+    for name in wanted:
+        add(name)
+
+    def depth(name, seen=()):
+        parent = parents.get(name)
+        return 0 if parent not in parents or parent in seen else 1 + depth(parent, (*seen, name))
+
+    return [(name, parents[name] if parents[name] in parents else None)
+            for name in sorted(order, key=depth)]
 
 
 def check_sls(flavour, exists):
@@ -678,8 +756,9 @@ def canonical_hash(obj):
 def fingerprint(parts):
     """sha256 (hex) identifying what a build makes from ``parts``: the base image's id and
     os_hash_value, the hash of the SLS content, the pillar's canonical_hash, the Salt and
-    salt-ami versions, and image_settings. Two builds with the same fingerprint make the same
-    image."""
+    salt-ami versions, and image_settings; for a flavour built from its parent's image
+    (from_parent), also that image's fingerprint. Two builds with the same fingerprint make the
+    same image."""
     if not isinstance(parts, Mapping):
         raise _bad(f"fingerprint parts must be a mapping, not {_describe(parts)}")
     return canonical_hash(parts)

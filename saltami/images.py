@@ -27,7 +27,7 @@ PER_IMAGE = {"ami_build", "ami_built_at", "ami_status", "ami_fingerprint", "ami_
 # property of none of them (a part added since) is its own
 PARTS = {"ami_flavour": "flavour", "ami_base_id": "base", "ami_base_hash": "base", "ami_sls": "sls",
          "ami_sls_hash": "sls", "ami_pillar_hash": "pillar", "ami_salt_version": "salt",
-         "ami_version": "salt-ami", "ami_settings_hash": "settings"}
+         "ami_version": "salt-ami", "ami_settings_hash": "settings", "ami_parent_fingerprint": "parent"}
 
 
 # ------------------------------------------------------------------------------ the records

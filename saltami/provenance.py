@@ -87,6 +87,25 @@ def find_promoted(clients, flavour_name, fingerprint=None):
     return glance.find_images(clients, properties=props)
 
 
+class NoParentImage(NotFound):
+    """A flavour builds from its parent's image (from_parent), and the parent has none."""
+
+    def __init__(self, spec):
+        self.flavour, self.parent = spec["name"], spec["extends"]
+        super().__init__(f"flavour {self.flavour} builds from its parent {self.parent}'s image "
+                         f"(from_parent), and {self.parent} has no promoted image: build {self.parent} first")
+
+
+def parent_image(clients, spec):
+    """The base of a flavour that builds from its parent's image (from_parent): the parent's
+    newest promoted image. The one case where a base is an image a build made without the
+    flavour naming it by id or by an ami_ property: from_parent asks for it."""
+    promoted = find_promoted(clients, spec["extends"])
+    if not promoted:
+        raise NoParentImage(spec)
+    return promoted[0]
+
+
 # images that other projects may use: their servers are not all to be seen from here
 OTHERS_MAY_USE = ("shared", "community", "public")
 # what prune did to each image, by what ``shared`` says and what Glance can do

@@ -85,8 +85,11 @@ def summary(build):
             "size": (d["outputs"].get("candidate") or {}).get("size"),
             "sizes": _local_sizes(image),
             # a chroot bake's provision says which services it enabled at boot instead of
-            # starting them, and which processes it stopped (pipeline/chroot/provision.py)
-            "steps": [{k: s.get(k) for k in ("name", "status", "seconds", "error", "services", "stopped")
+            # starting them, and which processes it stopped (pipeline/chroot/provision.py); a
+            # local bake's validate which output it booted, how, and cloud-init's end there
+            # (pipeline/local/validate.py)
+            "steps": [{k: s.get(k) for k in ("name", "status", "seconds", "error", "services", "stopped",
+                                             "output", "accel", "cloud_init")
                        if s.get(k) is not None} for s in d["steps"]]}
 
 

@@ -187,6 +187,28 @@ def local_minion(root, flavours, cloud=None):
     return {"config_dir": root, "cachedir": os.path.join(root, "var", "cache", "salt", "minion")}
 
 
+def loops_below(directory):
+    """Loop devices over files below ``directory``, also those whose file was deleted (which
+    losetup shows as "PATH (deleted)")."""
+    out = subprocess.run(["losetup", "--json", "--list", "--output", "NAME,BACK-FILE"],
+                         capture_output=True, text=True, check=True).stdout
+    return [d["name"] for d in json.loads(out or '{"loopdevices": []}')["loopdevices"]
+            if (d.get("back-file") or "").startswith(f"{directory}/")]
+
+
+def qemus_below(directory):
+    """The pids of the qemu processes whose command line names a file below ``directory``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if args and b"qemu-system" in args[0] and f"{directory}/".encode() in b" ".join(args):
+            found.append(int(entry.name))
+    return found
+
+
 def salt_call_local(config_dir, *args, popen=False, timeout=1800):
     """``salt-call --local`` of the project's venv with that config, in an environment without
     OS_* variables (no cloud); its JSON return, or with ``popen`` the running process (in a

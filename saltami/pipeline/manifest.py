@@ -79,6 +79,9 @@ SCHEMA = {
                     "(chroot.provision)",
         "stopped": "list: the processes still running in the chroot at its end, which were stopped "
                    "(chroot.provision)",
+        "output": "str: the output booted to validate it (local.validate)",
+        "accel": "str: the accelerator it booted under, kvm or tcg (local.validate)",
+        "cloud_init": "str: the status cloud-init ended with in it, done (local.validate)",
     }),
     "resources": Key("mapping of kind: list of str", "Build.add, Build.forget", "what the build made and has not "
                      "removed or handed over yet, by kind; recorded before it is made, so that a cleanup "
@@ -93,6 +96,10 @@ SCHEMA = {
                          "mount": "the directories the disk is mounted on (mount, outputs)",
                          "output": "the local provider's output directory, until it is the product "
                                    "(outputs, publish)",
+                         "validation": "the directory of the guest that validates a local output: its "
+                                       "overlay, NoCloud seed and console, <id>.validate (local.validate)",
+                         "qemu": "the qemu process of that guest, <pid>:<start time in clock ticks since "
+                                 "boot> (local.validate)",
                          **{f"{role}_{kind}": f"the {role}'s: {text} ({step})"
                             for role, step in (("builder", "boot"), ("validator", "validate"))
                             for kind, text in _ROLE_KINDS.items()},

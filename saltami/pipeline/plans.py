@@ -10,6 +10,7 @@ from . import (
     chroot,
     detach,
     disk,
+    local,
     loop,
     mount,
     outputs,
@@ -40,9 +41,10 @@ PLANS = {
                         validate, promote, prune],
     ("volume", True): [resolve, volume, attach, mount, chroot.provision, chroot.scrub, unmount, detach, upload,
                        release_volume, promote, prune],
-    # a loop device over a copy of a local base image; publish uploads only with a cloud
+    # a loop device over a copy of a local base image; its first output booted under qemu here
+    # (local.validate); publish uploads only with a cloud
     ("local", True): [resolve, disk, loop, mount, chroot.provision, chroot.scrub, unmount, release_loop, outputs,
-                      release_disk, publish],
+                      release_disk, local.validate, publish],
     # what the orchestration's builder minion runs during bake
     ("volume-builder", True): [mount, chroot.provision, chroot.scrub, unmount],
 }

@@ -18,11 +18,15 @@ def find_base(ctx):
     machine, or a vanilla image made here), whose id says which and whose hash is its content's.
     A base found by a name or a filter is never an image a build made, unless the filter asks
     for one (provenance.base_skip): else the flavour's own images, which inherit the base's
-    properties, would be its base from the second build on."""
+    properties, would be its base from the second build on. A flavour with from_parent asks for
+    one: its parent's newest promoted image (NoParentImage when there is none)."""
     base = ctx.spec["base"]
-    if flavour.is_local_base(base):
+    if ctx.spec.get("from_parent"):
+        image = provenance.parent_image(ctx.clients, ctx.spec)
+    elif flavour.is_local_base(base):
         return disk.find_base(base)
-    image = glance.find_image(ctx.clients, base, skip=provenance.base_skip(base))
+    else:
+        image = glance.find_image(ctx.clients, base, skip=provenance.base_skip(base))
     snapshots = glance.volume_snapshots(image)
     # a volume-backed image's Glance hash is that of no bytes: its content is its snapshots
     content = f"volume-snapshots:{','.join(snapshots)}" if snapshots else None
@@ -50,6 +54,9 @@ def current(ctx):
         "version": __version__,
         "settings_hash": flavour.canonical_hash(flavour.image_settings(spec)),
     }
+    if spec.get("from_parent"):
+        # a new image of the parent makes its children out of date, and ami.status says so
+        parts["parent_fingerprint"] = base.get("ami_fingerprint")
     return base, parts, flavour.fingerprint(parts), {"entries": entries, "files": files, "before": before}
 
 

@@ -228,6 +228,16 @@ def flavours(base_image):
                        "pillar": {"amitest": {"mark": "baked-on-a-real-guest", "secret": GUEST_SECRET}},
                        "timeouts": {"boot": 600, "minion": 900, "apply": 1200, "snapshot": 1200,
                                     "validate": 1200}},
+        # an image family (tests/integration/test_families.py): the child is built from the
+        # parent's image with its own SLS only, the grandchild from the child's; the child's
+        # mark is not the parent's, so that an amitest SLS applied again would show in its image
+        "amitest-fam": {"extends": "amitest", "validate": False, "pillar": {"amitest": {"mark": "fam-parent"}}},
+        "amitest-fam-child": {"extends": "amitest-fam", "from_parent": True, "sls": ["amitest.extra"],
+                              "pillar": {"amitest": {"mark": "fam-child", "extra": "fam-child-extra"}}},
+        "amitest-fam-grandchild": {"extends": "amitest-fam-child", "from_parent": True, "sls": ["amitestfamily"]},
+        # built from the image of a flavour whose builds fail
+        "amitest-fam-orphan": {"extends": "amitest-broken", "from_parent": True, "sls": ["amitest.extra"],
+                               "validate": False},
         # side by side builds (tests use two, bench/build_times.py four)
         **{f"amitest-p{i}": {"extends": "amitest", "pillar": {"amitest": {"mark": f"p{i}"}}} for i in range(1, 5)},
     }

@@ -26,7 +26,8 @@ def minion(tmp_path_factory):
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_text(content)
     flavours = {FLAVOUR: {"strategy": "local", "base": {"vanilla": "debian-12"}, "sls": [f"{P}main"],
-                          "outputs": ["raw"], "output_dir": str(root / "images"), "timeouts": {"apply": 600}}}
+                          "outputs": ["raw"], "output_dir": str(root / "images"), "timeouts": {"apply": 600},
+                          "validate": False}}
     made = local_minion(root, flavours)
     config = yaml.safe_load((root / "minion").read_text())
     config["file_roots"]["base"].insert(0, str(tree))

@@ -165,7 +165,7 @@ def local_baked(tmp_path_factory, formulas_git):
     root = tmp_path_factory.mktemp("formulas-local")
     flavour = {"strategy": "local", "base": {"vanilla": "debian-12"}, "sls": ["redis", "redis.python"],
                "pillar": pillar(), "outputs": ["raw"], "output_dir": str(root / "images"),
-               "timeouts": {"apply": 900}}
+               "timeouts": {"apply": 900}, "validate": False}
     minion = local_minion(root, {LOCAL: flavour})
     config = yaml.safe_load((root / "minion").read_text())
     # redis and python from gitfs only (not tests/formulas, which local_minion serves)

@@ -255,7 +255,7 @@ def test_local_provider_outputs_boot_as_servers_with_cloud_init_done(tmp_path, c
     name = f"local-vm-{RUN[-8:]}"
     flavour = {"strategy": "local", "base": {"vanilla": "debian-12"}, "sls": ["amitest"],
                "pillar": {"amitest": {"mark": "local-on-a-real-guest"}}, "outputs": ["qcow2-zstd", "ami"],
-               "output_dir": str(tmp_path / "images"), "image_name": "{flavour}-{build}"}
+               "output_dir": str(tmp_path / "images"), "image_name": "{flavour}-{build}", "validate": False}
     minion = local_minion(tmp_path / "minion", {name: flavour}, cloud=cloud_profile)
     result = salt_call_local(minion["config_dir"], "ami.bake", f"flavour={name}")
     assert result["status"] == "done", result
@@ -316,7 +316,8 @@ def vm_builder_image(guest_image, builder_wheels, cloud_profile, module_clients,
     name = f"vmbuilder-{RUN[-8:]}"
     flavour = {"strategy": "local", "base": {"file": str(guest_image["path"])}, "sls": ["amivmbuilder"],
                "pillar": {"amivmbuilder": {"packages": list(builder_wheels["packages"])}},
-               "outputs": ["qcow2-zstd"], "output_dir": str(work / "images"), "image_name": "{flavour}-{build}"}
+               "outputs": ["qcow2-zstd"], "output_dir": str(work / "images"), "image_name": "{flavour}-{build}",
+               "validate": False}
     minion = local_minion(work / "minion", {name: flavour}, cloud=cloud_profile)
     config_path = Path(minion["config_dir"]) / "minion"
     config = yaml.safe_load(config_path.read_text())

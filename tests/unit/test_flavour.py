@@ -80,7 +80,8 @@ def test_example_sls_exist_in_the_formulas(example):
 def test_minimal_flavour_gets_every_default():
     f = resolve(MINIMAL)
     assert f == {
-        "name": "f", "description": None, "extends": None, "base": "debian-12", "builder": None,
+        "name": "f", "description": None, "extends": None, "from_parent": False, "base": "debian-12",
+        "builder": None,
         "sls": ["postgres"], "pillar": {}, "flavor": "m1.small", "networks": "none",
         "key_name": None, "security_groups": [], "volume_size": None, "strategy": "snapshot",
         "disk_format": "qcow2", "outputs": ["qcow2"], "output_dir": None,
@@ -207,7 +208,7 @@ def test_bad_flavour_names_and_sections():
 def test_unknown_key_with_suggestion():
     line = one_problem({**MINIMAL, "flavour": "m1.large"}, "flavour")
     assert "unknown key (did you mean 'flavor'?)" in line
-    assert "(allowed: description, extends, base, builder, sls, pillar, flavor," in line
+    assert "(allowed: description, extends, from_parent, base, builder, sls, pillar, flavor," in line
     assert "did you mean 'boot'" in one_problem({**MINIMAL, "timeouts": {"bot": 5}}, "timeouts.bot")
     lines = problems({**MINIMAL, "base": {"tag": "x"}})
     assert lines[0].startswith("flavour 'f': key 'base.tag': unknown key (did you mean 'tags'?)")

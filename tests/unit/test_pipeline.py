@@ -38,6 +38,19 @@ def test_a_flavour_that_does_not_validate_boots_no_second_server():
     assert "validate" in names(pipeline.steps_of_spec(checked))
 
 
+def test_a_local_bake_validates_its_outputs_before_it_publishes_them_unless_told_not_to():
+    """The local provider's validate (local.validate, which boots an output under qemu here) comes
+    once the outputs are made and the work disk is gone, before publish; validate: false drops it
+    as it drops the master's."""
+    keys = {"strategy": "local", "base": {"vanilla": "debian-12"}, "sls": "x"}
+    checked = pipeline.steps_of_spec(flavour.resolve({"flavours": {"f": keys}}, "f"), here=True)
+    assert names(checked)[-4:] == ["outputs", "release_disk", "validate", "publish"]
+    assert plans.step("local.validate") in checked and plans.step("local.validate") is not plans.step("validate")
+    unchecked = pipeline.steps_of_spec(flavour.resolve({"flavours": {"f": dict(keys, validate=False)}}, "f"),
+                                       here=True)
+    assert names(unchecked) == [name for name in names(checked) if name != "validate"]
+
+
 @pytest.mark.parametrize("plan", sorted(plans.PLANS))
 def test_every_plan_is_runnable_and_cleanable(plan):
     steps = pipeline.steps_for(*plan)
@@ -97,7 +110,8 @@ def test_steps_of_a_build_are_its_recorded_plan(tmp_path):
     build = pipeline.Build.create(tmp_path, "f", steps)
     # by module path in the pipeline package
     assert build.data["plan"] == ["resolve", "disk", "loop", "mount", "chroot.provision", "chroot.scrub",
-                                  "unmount", "release_loop", "outputs", "release_disk", "publish"]
+                                  "unmount", "release_loop", "outputs", "release_disk", "local.validate",
+                                  "publish"]
     assert pipeline.steps_of(pipeline.Build.load(tmp_path, build.id), "snapshot") == steps
     # a manifest written before plans were recorded: the master's steps of its strategy
     del build.data["plan"]
@@ -115,11 +129,13 @@ def test_steps_of_a_build_are_its_recorded_plan(tmp_path):
 ])
 def test_a_plan_recorded_before_steps_were_renamed_still_cleans_up(tmp_path, strategy, here, plan):
     """Manifests written before some step modules took their step's name (bake_remote,
-    local_disk, chroot_provision, chroot_scrub) name them by their old module."""
+    local_disk, chroot_provision, chroot_scrub) name them by their old module (and a local
+    one, before the local provider validated, has no validate step)."""
     build = pipeline.Build.create(tmp_path, "f", [])
     build.data["plan"] = plan.split()
     build.save()
-    assert pipeline.steps_of(pipeline.Build.load(tmp_path, build.id), "snapshot") == pipeline.steps_for(strategy, here)
+    assert pipeline.steps_of(pipeline.Build.load(tmp_path, build.id), "snapshot") == pipeline.steps_for(
+        strategy, here, validate="validate" in plan.split())
 
 
 def test_a_plan_that_names_no_step_is_refused(tmp_path):

@@ -14,20 +14,32 @@
   state engine waits in order for a state's requisites: steps of several flavours in one
   orchestration would go at the pace of the slowest at every step).
 
+  Image families (a flavour with from_parent: true builds from its parent's newest image):
+  flavours come parents first (ami.plan), a parent that was not asked for too (unless
+  pillar ami:with_parents is false, as in the orchestration of each flavour, whose parents
+  are states of this one); each child's orchestration requires its parent's, so it
+  starts once its parent's is done (parallel states honour require), and a parent's failure
+  fails its children, the requisite's failure naming the parent's state. A lone flavour with
+  no family keeps the layout of one state per step.
+
   With test=True (a dry run) every flavour's steps are laid out here, whatever their number:
   the resolve state of each says whether it would build and why, what it would create and
   prune (a nested orchestration would only say that it would run).
 -#}
 {%- set ami = pillar.get('ami', {}) %}
-{%- set plans = salt['ami.plan'](ami, flavour=ami.get('flavour')) %}
+{%- set plans = salt['ami.plan'](ami, flavour=ami.get('flavour'), with_parents=ami.get('with_parents', True)) %}
 {%- if plans | length > 1 and not opts.test %}
 {%- for plan in plans %}
 ami-{{ plan.flavour }}:
   salt.runner:
     - name: state.orchestrate
     - mods: ami.build
-    - pillar: {"ami": {"flavour": {{ plan.flavour | json }}}}
+    - pillar: {"ami": {"flavour": {{ plan.flavour | json }}, "with_parents": false}}
     - parallel: True
+{%- if plan.parent %}
+    - require:
+      - salt: ami-{{ plan.parent }}
+{%- endif %}
 {%- endfor %}
 {%- else %}
 {%- for plan in plans %}
