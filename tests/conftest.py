@@ -43,9 +43,10 @@ GROUPS = {module: "builder-vm" for module in
 # the order in which groups are handed out: the longest first, so that the run does not end
 # with one process on a long module while the other has nothing left (measured by
 # --durations on a whole run); the others after them, the unit tier last
-FIRST = ("test_real_guests", "test_faults", "test_build", "builder-vm", "test_local_bake", "test_glance_import",
-         "test_progress", "test_prune", "test_concurrency", "test_cloud_production", "test_fingerprint",
-         "test_states", "test_volume_backed")
+FIRST = ("test_real_guests", "test_faults", "builder-vm", "test_build", "test_local_validate", "test_glance_import",
+         "test_local_bake", "test_cloud_production", "test_families", "test_progress", "test_modules_nova",
+         "test_prune", "test_fingerprint", "test_modules_glance_cinder", "test_concurrency", "test_volume_backed",
+         "test_bad_input", "test_states")
 
 
 def group_of(nodeid):

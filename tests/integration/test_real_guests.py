@@ -219,10 +219,11 @@ def test_a_server_of_the_image_is_a_new_machine(vm_build, module_clients, localc
         nova.delete(module_clients, server["id"])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def login_vm(module_clients, localcloud, keypair):
     """Boots images as servers of flavor localcloud.vm that root can log into with the test's
-    key pair (cloud-init's disable_root off), deleting them at the end."""
+    key pair (cloud-init's disable_root off), deleting them at the end of the test (an idle
+    guest under TCG still takes a quarter of a core from the tests after it)."""
     servers = []
 
     def boot(image_id, name):
