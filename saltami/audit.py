@@ -26,7 +26,7 @@ import tempfile
 import time
 from typing import NamedTuple
 
-from . import disk, imageformat, scrub
+from . import command, disk, imageformat, scrub
 from .errors import AmiError, InvalidArgument
 
 CHUNK = 1 << 20
@@ -286,7 +286,7 @@ def opened(image, workdir=None, claimed=None):
         if fmt != "raw":
             raw = os.path.join(tmp, "disk.raw")
             undo.callback(_unlink, raw)
-            disk.run("qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", image, raw)
+            command.run("qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", image, raw)
         loop = disk.attach_loop(raw, read_only=True)
         undo.callback(disk.detach_loop, loop)
         mount_points = []

@@ -22,14 +22,14 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import salt.utils.thin
 
 from . import disk, saltext
-from .errors import AmiError, Timeout
+from .command import completed
+from .errors import AmiError
 from .saltfiles import states_outcome
 
 log = logging.getLogger(__name__)
@@ -223,10 +223,8 @@ def _run_salt(root, args, what, cachedir, timeout):
            "DEBIAN_FRONTEND=noninteractive", *command, "--local", "--out", "json", "--log-level", "quiet",
            *args]
     log.info("%s with %s", what, how)
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise Timeout(f"{what} did not finish within {timeout}s") from None
+    # salt-call's JSON says what failed whatever its exit status; past the timeout it is killed
+    p = completed(*cmd, timeout=timeout, what=what)
     try:
         return json.loads(p.stdout)["local"], how
     except (ValueError, KeyError, TypeError):

@@ -9,10 +9,11 @@ import json
 import logging
 import os
 import stat
-import subprocess
 import time
 from pathlib import Path
 
+# disk.run is command.run: vanilla.py and the tests call it by this name
+from .command import completed, run
 from .errors import AmiError, InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -24,16 +25,8 @@ ROOT_FSTYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")
 
 
 class DiskError(AmiError):
-    """A disk tool failed; the message carries the command and its error output."""
-
-
-def run(*cmd, check=True, input=None):
-    """A disk tool's output; its stderr goes into the error when it fails."""
-    p = subprocess.run([str(c) for c in cmd], input=input, capture_output=True, text=True)
-    if check and p.returncode:
-        raise DiskError(f"{' '.join(map(str, cmd))} failed (exit {p.returncode}): "
-                        f"{(p.stderr or p.stdout).strip()}")
-    return p.stdout
+    """A loop device or a mount that should be gone is still there. A disk tool that fails
+    raises CommandFailed (``run``, which is command.run)."""
 
 
 # ------------------------------------------------------------------------------ loop devices
@@ -87,8 +80,7 @@ def partitions(device):
     """The partition table of a disk or image file: [{number, start, size, type}] in bytes,
     [] when it has none (a whole-disk filesystem). partx (util-linux, in every Debian) reads
     MBR and GPT alike; its sectors are 512 bytes whatever the disk's."""
-    p = subprocess.run(["partx", "--show", "--noheadings", "--output", "NR,START,SECTORS,TYPE", str(device)],
-                       capture_output=True, text=True)
+    p = completed("partx", "--show", "--noheadings", "--output", "NR,START,SECTORS,TYPE", device)
     if p.returncode:
         return []
     parts = []
@@ -172,7 +164,7 @@ def unmount_below(directory):
     detached so that the loop device under it can go."""
     for point in mounts_below(directory):
         for attempt in range(5):
-            if not subprocess.run(["umount", point], capture_output=True).returncode:
+            if not completed("umount", point).returncode:
                 break
             time.sleep(0.5 * (attempt + 1))
         else:

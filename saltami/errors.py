@@ -29,3 +29,14 @@ class ResourceFailed(CloudError):
 
 class Timeout(AmiError):
     """A wait ran out; the message says what was awaited, for how long, and the last state."""
+
+
+class CommandFailed(AmiError):
+    """A command run on this machine (command.run) exited non-zero; the message names the
+    command, its exit status and the end of its error output. What it wrote is kept for the
+    callers that read a failure's output: ``cmd`` (the argument list), ``returncode``,
+    ``stdout``, ``stderr``."""
+
+    def __init__(self, message, cmd=(), returncode=None, stdout="", stderr=""):
+        super().__init__(message)
+        self.cmd, self.returncode, self.stdout, self.stderr = list(cmd), returncode, stdout, stderr

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from . import disk
+from .command import run
 from .errors import AmiError, InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -166,16 +166,16 @@ def seed_iso(directory, user, meta):
     (seed / "user-data").write_text(user)
     (seed / "meta-data").write_text(meta)
     target = Path(directory, "seed.iso")
-    disk.run(tool, "-quiet", "-output", target, "-volid", "cidata", "-joliet", "-rock",
-             seed / "user-data", seed / "meta-data")
+    run(tool, "-quiet", "-output", target, "-volid", "cidata", "-joliet", "-rock",
+        seed / "user-data", seed / "meta-data")
     return target
 
 
 def overlay(directory, machine):
     """A qcow2 file backed by the machine's disk: what the guest writes goes there."""
     target = Path(directory, "overlay.qcow2")
-    disk.run("qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.abspath(machine["disk"]),
-             "-F", machine["format"], target)
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.abspath(machine["disk"]),
+        "-F", machine["format"], target)
     return target
 
 
@@ -277,7 +277,7 @@ def _boot_id():
 
 def _qemu_version():
     try:
-        out = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout
+        out = run(QEMU, "--version", check=False)
     except OSError:
         return "none"
     return out.splitlines()[0] if out else "unknown"

@@ -1,5 +1,5 @@
 """The ``flavour-schema`` directive: the reference of every flavour key, from the schema
-(saltami/flavour.py: FIELDS, TEST_FIELDS, BASE_FIELDS, TIMEOUTS, with their defaults) and
+(saltami/flavour/schema.py: FIELDS, TEST_FIELDS, BASE_FIELDS, TIMEOUTS, with their defaults) and
 the comment that explains it in pillar.example (pillar_example.py), so that the docs say what
 the code accepts in the words of the example users copy.
 
@@ -14,9 +14,9 @@ import pillar_example
 
 
 def _default(value):
-    from saltami import flavour
+    from saltami.flavour import schema
 
-    if isinstance(value, flavour._Required):
+    if isinstance(value, schema._Required):
         return "required"
     if value is None:
         return "none"
@@ -70,16 +70,16 @@ class FlavourSchema(Directive):
     has_content = False
 
     def run(self):
-        from saltami import flavour
+        from saltami.flavour import schema
 
         ami, comments = pillar_example.load()
         self.state.document.settings.record_dependencies.add(str(pillar_example.PATH))
         keys = nodes.definition_list()
-        for key, (default, _check) in flavour.FIELDS.items():
+        for key, (default, _check) in schema.FIELDS.items():
             keys += _entry(key, _default(default), comments.get(key, ""))
         sections = [keys]
-        for title, fields in (("test", flavour.TEST_FIELDS), ("base (as a mapping)", flavour.BASE_FIELDS),
-                              ("timeouts (seconds)", {k: (v, None) for k, v in flavour.TIMEOUTS.items()})):
+        for title, fields in (("test", schema.TEST_FIELDS), ("base (as a mapping)", schema.BASE_FIELDS),
+                              ("timeouts (seconds)", {k: (v, None) for k, v in schema.TIMEOUTS.items()})):
             nested = nodes.bullet_list()
             for key, (default, _check) in fields.items():
                 line = nodes.paragraph()

@@ -1,6 +1,6 @@
 """What pillar.example documents: each flavour key it shows, with the comment that says what the
 key does, and the keys of the nested mappings (test, timeouts, base). The flavour reference
-(flavour_schema.py) is made of it and of the schema in saltami/flavour.py, and
+(flavour_schema.py) is made of it and of the schema in saltami/flavour/schema.py, and
 tests/unit/test_pillar_example.py holds the two to each other.
 
 A key's comment is the paragraph of comment lines right above it, at its indentation; keys

@@ -13,15 +13,15 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
 
 import requests
 
+from ..command import completed, run
 from ..digest import file_digest
-from ..errors import CloudError, InvalidArgument, NotFound, Timeout
+from ..errors import CloudError, CommandFailed, InvalidArgument, NotFound, Timeout
 from .api import create_once, get_or_none, service_errors
 from .checks import check_choice, check_progress, check_properties, check_str, check_timeout, string_list
 from .wait import wait_for
@@ -243,7 +243,7 @@ def _qemu_img_info(path):
     if not shutil.which("qemu-img"):
         return None
     # -U: read the header even if a VM or qemu-nbd holds a lock on the file
-    r = subprocess.run(["qemu-img", "info", "-U", "--output=json", path], capture_output=True, text=True)
+    r = completed("qemu-img", "info", "-U", "--output=json", path)
     if r.returncode:
         log.warning("qemu-img info %s failed: %s", path, r.stderr.strip())
         return None
@@ -448,10 +448,10 @@ def _verify_conversion(clients, image, path, disk_format, timeout):
     with tempfile.TemporaryDirectory(dir=_scratch_dir(path), prefix=".ami-verify-") as tmp:
         if converted == "raw":
             disk = os.path.join(tmp, "disk.raw")
-            r = subprocess.run(["qemu-img", "convert", "-f", source, "-O", "raw", path, disk],
-                               capture_output=True, text=True)
-            if r.returncode:
-                raise CloudError(f"{label}; converting it here to verify it failed: {r.stderr.strip()}")
+            try:
+                run("qemu-img", "convert", "-f", source, "-O", "raw", path, disk)
+            except CommandFailed as e:
+                raise CloudError(f"{label}; converting it here to verify it failed: {e.stderr.strip()}") from None
             algo, stored = _stored_hash(image)
             local = file_digest(disk, algo)
             if (stored, image.get("size")) != (local, os.path.getsize(disk)):
@@ -461,8 +461,8 @@ def _verify_conversion(clients, image, path, disk_format, timeout):
             return {"verification": "converted-hash", "converted_from": disk_format}
         stored = os.path.join(tmp, f"stored.{target}")
         download(clients, image["id"], stored, timeout=timeout)
-        r = subprocess.run(["qemu-img", "compare", "-f", source, "-F", converted, path, stored],
-                           capture_output=True, text=True)
+        # exit 1: the disks differ; 2 and more: the comparison failed
+        r = completed("qemu-img", "compare", "-f", source, "-F", converted, path, stored)
         if r.returncode == 1:
             raise CloudError(f"{label}, and the disk it stores differs from the file's: "
                              f"{r.stdout.strip()}; the data was damaged on the way")

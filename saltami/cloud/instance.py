@@ -3,13 +3,13 @@ import glob
 import json
 import logging
 import os
-import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 
-from ..errors import NotFound, Timeout
+from ..command import run
+from ..errors import CommandFailed, NotFound, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,12 @@ def _read_config_drive(device):
         with open(os.path.join(mounted, META_PATH)) as f:
             return json.load(f)
     with tempfile.TemporaryDirectory(prefix="ami-config-drive-") as point:
-        subprocess.run(["mount", "-o", "ro", device, point], check=True, capture_output=True)
+        run("mount", "-o", "ro", device, point)
         try:
             with open(os.path.join(point, META_PATH)) as f:
                 return json.load(f)
         finally:
-            subprocess.run(["umount", point], check=False, capture_output=True)
+            run("umount", point, check=False)
 
 
 def _read_metadata_service(url, timeout):
@@ -64,7 +64,7 @@ def whoami(server_id=None, metadata_url=METADATA_URL, timeout=3):
                 meta = _read_config_drive(device)
                 return {"id": meta["uuid"], "name": meta.get("name"), "source": f"config drive {device}",
                         "availability_zone": meta.get("availability_zone"), "meta": meta.get("meta", {})}
-            except (OSError, ValueError, KeyError, subprocess.CalledProcessError) as e:
+            except (OSError, ValueError, KeyError, CommandFailed) as e:
                 tried.append(f"config drive {device}: {e}")
         else:
             tried.append(f"no {device}")

@@ -4,7 +4,7 @@ is never written to. It goes in the release_disk step, or with this step's undo.
 import os
 from pathlib import Path
 
-from .. import disk, imageformat, vanilla
+from .. import command, disk, imageformat, vanilla
 from ..digest import file_digest
 from ..errors import InvalidArgument
 
@@ -45,7 +45,7 @@ def run(build, ctx):
     fmt = checked(source)
     build.add("file", target)  # before it exists: a kill during the copy must still remove it
     # qemu-img reads raw and qcow2 alike and writes a sparse raw file
-    disk.run("qemu-img", "convert", "-f", fmt, "-O", "raw", source, target)
+    command.run("qemu-img", "convert", "-f", fmt, "-O", "raw", source, target)
     size_gib = ctx.spec.get("volume_size")
     if size_gib and size_gib << 30 > os.path.getsize(target):
         grow(target, size_gib << 30)
@@ -58,14 +58,14 @@ def grow(path, size):
     os.truncate(path, size)
     parts = disk.partitions(path)
     if parts:
-        disk.run("sfdisk", "--quiet", "--no-reread", "-N", str(parts[-1]["number"]), path, input=", +\n")
+        command.run("sfdisk", "--quiet", "--no-reread", "-N", str(parts[-1]["number"]), path, input=", +\n")
     device = disk.attach_loop(path)
     try:
         node, part = disk.root_filesystem(device)
         if node is None:
             node = disk.attach_loop(device, offset=part["start"], size=part["size"])
-        disk.run("e2fsck", "-f", "-p", node)
-        disk.run("resize2fs", node)
+        command.run("e2fsck", "-f", "-p", node)
+        command.run("resize2fs", node)
     finally:
         disk.detach_loops_of(device)
         disk.detach_loops_of(path)

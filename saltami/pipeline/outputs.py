@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .. import disk, provenance
+from .. import command, disk, provenance
 from ..digest import file_digest
 from ..errors import InvalidArgument
 from . import mount
@@ -60,12 +60,12 @@ def file_info(path, directory):
 
 
 def qcow2(source, target, compression):
-    disk.run("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", "-o",
-             f"compression_type={compression}", source, target)
+    command.run("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", "-o",
+                f"compression_type={compression}", source, target)
 
 
 def raw(source, target):
-    disk.run("cp", "--sparse=always", source, target)
+    command.run("cp", "--sparse=always", source, target)
 
 
 def _inside(root, link):
@@ -94,7 +94,7 @@ def boot_files(root):
 
 def filesystem_ids(node):
     """LABEL and UUID of a filesystem, to give them to its copy."""
-    out = disk.run("blkid", "--probe", "--output", "export", node, check=False)
+    out = command.run("blkid", "--probe", "--output", "export", node, check=False)
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -114,11 +114,11 @@ def minimal_filesystem(root, target, ids):
         cmd += ["-L", ids["LABEL"]]
     if ids.get("UUID"):
         cmd += ["-U", ids["UUID"]]
-    disk.run(*cmd, target, f"{size // 1024}k")
+    command.run(*cmd, target, f"{size // 1024}k")
     blocks = None
     for _ in range(4):
-        disk.run("e2fsck", "-f", "-y", target)
-        disk.run("resize2fs", "-M", target)
+        command.run("e2fsck", "-f", "-y", target)
+        command.run("resize2fs", "-M", target)
         count, block_size = _block_count(target)
         if count == blocks:
             break
@@ -126,11 +126,11 @@ def minimal_filesystem(root, target, ids):
     os.truncate(target, blocks * block_size)
     room = max(int(blocks * block_size * AMI_HEADROOM), AMI_HEADROOM_MIN) // block_size
     os.truncate(target, (blocks + room) * block_size)
-    disk.run("resize2fs", target)  # grows the filesystem to the file's new end
+    command.run("resize2fs", target)  # grows the filesystem to the file's new end
 
 
 def _block_count(path):
-    out = disk.run("dumpe2fs", "-h", path)
+    out = command.run("dumpe2fs", "-h", path)
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     return int(fields["Block count"]), int(fields["Block size"])
 

@@ -1,4 +1,4 @@
-"""pillar.example and the flavour schema (saltami/flavour.py) are one: every key of the schema
+"""pillar.example and the flavour schema (saltami/flavour/schema.py) are one: every key of the schema
 is shown and explained in pillar.example, and pillar.example shows no key the schema lacks.
 The reference docs' flavour page is made of both (docs/_ext/flavour_schema.py)."""
 import importlib.util
@@ -36,7 +36,7 @@ def _drift(schema, shown, where):
 def test_every_flavour_key_is_in_pillar_example_and_only_those(example):
     ami, comments = example
     shown = pillar_example.flavour_keys(ami)
-    problems = _drift(flavour.FIELDS, shown, "flavour (saltami/flavour.py FIELDS)")
+    problems = _drift(flavour.FIELDS, shown, "flavour (saltami/flavour/schema.py FIELDS)")
     unexplained = sorted(key for key in shown & set(flavour.FIELDS) if not comments.get(key))
     if unexplained:
         problems.append(f"pillar.example shows these keys with no comment above them: {', '.join(unexplained)}")
@@ -47,7 +47,7 @@ def test_the_nested_keys_too(example):
     ami, comments = example
     timeouts = {key for layer in [ami.get("defaults") or {}, *ami["flavours"].values()]
                 for key in (layer.get("timeouts") or {})}
-    problems = _drift(flavour.TIMEOUTS, timeouts, "timeouts (saltami/flavour.py TIMEOUTS)")
+    problems = _drift(flavour.TIMEOUTS, timeouts, "timeouts (saltami/flavour/schema.py TIMEOUTS)")
     # test and base are explained in their comments (sub: what it does), and partly set
     for key, schema in (("test", flavour.TEST_FIELDS), ("base", {**flavour.BASE_FIELDS,
                                                                **dict.fromkeys(flavour.LOCAL_BASE_KEYS)})):

@@ -1,47 +1,33 @@
-"""Image flavours: the recipes in pillar ``ami:flavours``, each a base image, the SLS applied
-to it, and how the result is published.
+"""The flavour schema: every key a flavour may have (FIELDS, and within it BASE_FIELDS,
+TEST_FIELDS and the TIMEOUTS), each with its default and the check of its value, and the
+rules across keys (a strategy's required keys, a local base only with strategy local...).
+``validate`` checks a merged flavour as a whole (merge.py makes it) and reports every problem
+in one InvalidArgument; ``check_sls`` asks whether the master's file server has its SLS.
 
-    ami:
-      defaults: {...}      # optional: keys every flavour inherits
-      flavours:
-        NAME: {...}
-
-pillar.example documents every key. A flavour is merged from, weakest first: ``ami:defaults``,
-the flavours it ``extends`` (the root first), then its own keys:
-
-- mappings (``pillar``, ``properties``, ``test``, ``timeouts``...) merge key by key,
-  recursively; the child's value wins;
-- lists replace the inherited list, except ``sls`` and ``tags``, which are appended to it
-  (duplicates dropped, first position kept): a child adds SLS, it cannot remove one;
-- ``base`` replaces the inherited base whole: merging two image filters would silently
-  require both to match;
-- a key set to null drops the inherited value, so the key's default applies.
-
-``extends`` and ``from_parent`` are a flavour's own, never inherited nor defaults. A flavour
-with ``from_parent: true`` builds from its parent's newest promoted image (an image family):
-its ``sls`` are its own only (the parent's image holds the parent's already), and its base is
-that image, found by the build (``provenance.parent_image``), whatever ``base`` says.
-
-The merged flavour is validated as a whole and every problem is reported in one error.
-Nothing here talks to a cloud or to Salt: whether the SLS exist is asked of the master's
-file server through ``check_sls``.
+Nothing here talks to a cloud or to Salt. What some keys accept is defined where it is used:
+the visibilities Glance takes (cloud/glance.py) and the vanilla releases the local provider
+makes (vanilla.py); they are imported from there, which the pure parts of the package
+(imagename.py, canonical.py, problems.py) do not do.
 """
 import copy
-import datetime
-import difflib
-import functools
-import hashlib
-import json
 import os
 import re
-import reprlib
-import string
 import uuid
-from collections.abc import Mapping, Sequence
 
-from .cloud.glance import VISIBILITIES
-from .errors import InvalidArgument, NotFound
-from .vanilla import RELEASES as VANILLA_RELEASES
+from ..cloud.glance import VISIBILITIES
+from ..errors import InvalidArgument
+from ..vanilla import RELEASES as VANILLA_RELEASES
+from .canonical import canonical_hash
+from .imagename import (
+    DEFAULT_IMAGE_NAME,
+    GLANCE_MAX,
+    NAME_FIELDS_HELP,
+    SAMPLE_NAME_FIELDS,
+    UNIQUE_FIELDS,
+    pattern_fields,
+    render_name,
+)
+from .problems import _allowed, _bad, _describe, _suggest
 
 # A flavour's name goes into image names, minion ids, event tags and file names.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -57,17 +43,6 @@ STRATEGIES = ("snapshot", "volume", "local")
 OUTPUTS = ("qcow2", "qcow2-zstd", "raw", "ami")
 DISK_FORMATS = ("qcow2", "raw")
 
-NAME_FIELDS = ("flavour", "date", "time", "fingerprint", "build")
-# without one of these, two builds of a flavour would want the same image name
-# {date} alone is not enough: two builds of one day would share the name
-UNIQUE_FIELDS = ("time", "fingerprint", "build")
-NAME_FIELDS_HELP = ("{flavour}, {date} (YYYYMMDD), {time} (HHMMSS), {fingerprint}, {build}, "
-                    "with format specs such as {fingerprint:.12}; {{ and }} for literal braces")
-DEFAULT_IMAGE_NAME = "{flavour}-{date}-{time}"
-# what validating a pattern renders it with: the build's real values have these lengths
-SAMPLE_NAME_FIELDS = {"date": "20991231", "time": "235959", "fingerprint": "f" * 64, "build": "a1b2c3"}
-GLANCE_MAX = 255        # Glance's limit on image names and on property names and values
-
 RESERVED_PREFIX = "ami_"
 # Glance's own image attributes: Glance refuses them as custom properties, or the build sets them
 GLANCE_ATTRIBUTES = frozenset((
@@ -78,44 +53,17 @@ GLANCE_ATTRIBUTES = frozenset((
 FLAVOUR_KEY_OF_ATTRIBUTE = {"name": "image_name", "visibility": "visibility", "tags": "tags",
                             "min_disk": "min_disk", "min_ram": "min_ram"}
 
-APPENDED = ("sls", "tags")
-REPLACED = ("base",)
-
 # claim: how long a build waits for another build of its flavour to finish
 TIMEOUTS = {"boot": 600, "minion": 300, "apply": 1800, "snapshot": 1800, "validate": 900, "claim": 3600}
 
-# The keys that change what the image holds or how it boots. The others only change how it
-# is published (image_name, visibility, members, tags, keep, prune_shared, description), how the builder
-# is reached (networks, key_name, security_groups, master, timeouts) or how it is tested.
-# base and pillar enter the fingerprint as the base image's id and hash and the pillar's hash.
 # What becomes of salt in the image: kept as it is; the image's own minion service disabled
 # (no clone starts a minion of its own at boot); or what the build installed removed
 SALT_IN_IMAGE = ("disable", "keep", "remove")
 # What pruning does to an image other projects may use (visibility shared, community, public)
 PRUNE_SHARED = ("hide", "deactivate", "delete")
-IMAGE_KEYS = ("sls", "strategy", "volume_size", "flavor", "properties", "min_disk", "min_ram", "outputs",
-              "salt", "master_pillar")
 
 
 # ------------------------------------------------------------------------------ problems
-def _allowed(problem, allowed=None):
-    return f"{problem} (allowed: {allowed})" if allowed else problem
-
-
-def _bad(problem, allowed=None):
-    return InvalidArgument(_allowed(problem, allowed))
-
-
-def _describe(value):
-    # shortened: a value in the wrong place may be a whole pillar, secrets included
-    return f"{type(value).__name__} {reprlib.repr(value)}"
-
-
-def _suggest(word, choices):
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 class _Where:
     """A key of one flavour, and the list of problems that every key of it adds to."""
 
@@ -396,8 +344,6 @@ TEST_FIELDS = {
     "expect_no_changes": (True, _boolean),
 }
 
-# a flavour's own keys: ami:defaults cannot hold them, and a child does not inherit them
-OWN_KEYS = ("extends", "from_parent")
 FROM_PARENT_SLS_HELP = (f"{SLS_HELP}: with from_parent, the SLS this flavour applies on its parent's "
                         "image, which holds the parent's already")
 
@@ -500,222 +446,20 @@ def _across(merged, flavour, where, own=None):
             "members with visibility 'shared'"))
 
 
-# ------------------------------------------------------------------------------ image names
-def pattern_fields(pattern):
-    """The fields an image name pattern uses; InvalidArgument naming the pattern for bad
-    braces, unknown fields, or anything but a plain field with a format spec."""
-    try:
-        parsed = list(string.Formatter().parse(pattern))
-    except ValueError as e:
-        raise _bad(f"image name pattern {pattern!r}: {e}", NAME_FIELDS_HELP) from None
-    used = set()
-    for _, field, spec, conversion in parsed:
-        if field is None:
-            continue
-        if field not in NAME_FIELDS:
-            raise _bad(f"image name pattern {pattern!r}: unknown field {{{field}}}"
-                       f"{_suggest(field, NAME_FIELDS)}", NAME_FIELDS_HELP)
-        if conversion or "{" in spec:
-            raise _bad(f"image name pattern {pattern!r}: {{{field}}} takes a format spec only, "
-                       f"without conversions or nested fields", NAME_FIELDS_HELP)
-        used.add(field)
-    return used
+# ------------------------------------------------------------------------------ a flavour as a whole
+# with from_parent, a flavour's sls are its own only: the parent's image holds the parent's
+FROM_PARENT_FIELDS = {**FIELDS, "sls": (_Required(FROM_PARENT_SLS_HELP), _some_sls)}
 
 
-def render_name(pattern, **fields):
-    """The image name ``pattern`` gives with ``fields``: ``flavour``, ``date`` (YYYYMMDD) and
-    ``time`` (HHMMSS) of the build, ``fingerprint``, ``build`` (a short build id). Values are
-    formatted as strings, so ``{fingerprint:.12}`` keeps the first 12 characters."""
-    unknown = sorted(set(fields) - set(NAME_FIELDS))
-    if unknown:
-        raise _bad(f"unknown image name fields: {', '.join(unknown)}", ", ".join(NAME_FIELDS))
-    missing = sorted(pattern_fields(pattern) - set(fields))
-    if missing:
-        raise _bad(f"image name pattern {pattern!r} needs a value for {', '.join(missing)}")
-    try:
-        name = pattern.format(**{key: str(value) for key, value in fields.items()})
-    except ValueError as e:
-        raise _bad(f"image name pattern {pattern!r}: {e}", NAME_FIELDS_HELP) from None
-    if not name.strip() or len(name) > GLANCE_MAX:
-        raise _bad(f"image name pattern {pattern!r} gives {name!r}",
-                   f"names of 1 to {GLANCE_MAX} characters, not only blanks")
-    return name
-
-
-# ------------------------------------------------------------------------------ pillar
-def _plain(value):
-    """Plain dicts and lists: pillar may hold Salt's immutable or ordered types."""
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _section(value, what):
-    value = {} if value is None else _plain(value)
-    if not isinstance(value, dict):
-        raise _bad(f"{what} must be a mapping, not {_describe(value)}")
-    return value
-
-
-def _flavours(pillar_ami):
-    flavours = _section(_section(pillar_ami, "pillar ami").get("flavours"), "pillar ami:flavours")
-    odd = [name for name in flavours if not isinstance(name, str)]
-    if odd:
-        raise _bad(f"pillar ami:flavours: flavour names must be strings; quote {', '.join(map(repr, odd))}")
-    return flavours
-
-
-def _defaults(pillar_ami):
-    defaults = _section(_section(pillar_ami, "pillar ami").get("defaults"), "pillar ami:defaults")
-    for key in OWN_KEYS:
-        if key in defaults:
-            raise _bad(f"pillar ami:defaults: key {key!r} cannot be a default: a flavour names its own "
-                       "parent, and whether it builds from its parent's image")
-    return defaults
-
-
-def _layer(flavours, name):
-    return _section(flavours[name], f"flavour {name!r}")
-
-
-def _known(flavours):
-    return ", ".join(sorted(flavours)) or "none"
-
-
-def _lineage(flavours, name):
-    """``name``, its parent, and so on up to the flavour that extends none."""
-    lineage = [name]
-    while (parent := _layer(flavours, lineage[-1]).get("extends")) is not None:
-        child = lineage[-1]
-        if not isinstance(parent, str) or not parent:
-            raise _bad(f"flavour {child!r}: key 'extends': must be the name of a flavour, "
-                       f"not {_describe(parent)}", f"flavours {_known(flavours)}")
-        if parent in lineage:
-            loop = lineage[lineage.index(parent):] + [parent]
-            raise _bad(f"flavour {child!r}: key 'extends': inheritance loop {' -> '.join(loop)}")
-        if parent not in flavours:
-            raise _bad(f"flavour {child!r}: key 'extends': no flavour {parent!r}"
-                       f"{_suggest(parent, flavours)}", f"known flavours {_known(flavours)}")
-        lineage.append(parent)
-    return lineage
-
-
-def _append(inherited, own):
-    if isinstance(inherited, (str, list)) and isinstance(own, (str, list)):
-        return _unique(_as_list(inherited) + _as_list(own))
-    return own
-
-
-def _deep_merge(inherited, own):
-    if isinstance(inherited, dict) and isinstance(own, dict):
-        return {**inherited, **{key: _deep_merge(inherited.get(key), value) for key, value in own.items()}}
-    return own
-
-
-def _merge(inherited, own):
-    """``own`` keys over ``inherited`` ones, by the rules in the module docstring."""
-    merged = dict(inherited)
-    for key, value in own.items():
-        if key in APPENDED:
-            merged[key] = _append(merged.get(key), value)
-        elif key in REPLACED:
-            merged[key] = value
-        else:
-            merged[key] = _deep_merge(merged.get(key), value)
-    return merged
-
-
-def names(pillar_ami):
-    """The names of the flavours in pillar ``ami`` (the ``ami`` mapping), sorted."""
-    return sorted(_flavours(pillar_ami))
-
-
-def resolve(pillar_ami, name):
-    """Flavour ``name`` of pillar ``ami`` (the ``ami`` mapping), merged with its defaults and
-    ancestors and validated: every key present with its default filled in, ``base`` in
-    ``glance.find_image``'s form, and ``name`` added. One InvalidArgument lists every problem."""
-    flavours = _flavours(pillar_ami)
-    if name not in flavours:
-        raise NotFound(f"no flavour {name!r} in pillar ami:flavours{_suggest(name, flavours)} "
-                       f"(known flavours: {_known(flavours)})")
-    if not NAME_RE.fullmatch(name):
-        raise _bad(f"flavour name {name!r} cannot be used: it goes into image names, minion ids "
-                   f"and event tags", NAME_HELP)
-    layers = [_layer(flavours, n) for n in reversed(_lineage(flavours, name))]
-    merged = functools.reduce(_merge, layers, _defaults(pillar_ami))
-    own, fields = layers[-1], FIELDS
-    merged["from_parent"] = own.get("from_parent")   # not inherited
-    if own.get("from_parent") is True:
-        # the parent's image holds the parent's SLS (and the defaults'): this flavour's own only
-        merged["sls"] = own.get("sls")
-        fields = {**FIELDS, "sls": (_Required(FROM_PARENT_SLS_HELP), _some_sls)}
+def validate(name, merged, own):
+    """Flavour ``name`` as ``merged`` from its defaults, ancestors and ``own`` keys (its own
+    layer), checked: every key present with its default filled in, ``base`` in
+    ``glance.find_image``'s form. One InvalidArgument lists every problem."""
     where = _Where(name)
-    flavour = _fields(merged, fields, where)
+    flavour = _fields(merged, FROM_PARENT_FIELDS if merged.get("from_parent") is True else FIELDS, where)
     _across(merged, flavour, where, own)
     where.raise_problems()
-    return {"name": name, **flavour}
-
-
-def resolve_all(pillar_ami):
-    """Every flavour, resolved: name -> flavour. One InvalidArgument lists the problems of
-    all flavours."""
-    flavours, problems = {}, []
-    for name in names(pillar_ami):
-        try:
-            flavours[name] = resolve(pillar_ami, name)
-        except InvalidArgument as e:
-            problems.append(str(e))
-    if problems:
-        raise InvalidArgument("\n".join(problems))
-    return flavours
-
-
-# ------------------------------------------------------------------------------ image families
-def image_parent(pillar_ami, name):
-    """The flavour whose newest promoted image flavour ``name`` builds from (its own
-    ``from_parent: true``, and the flavour it extends), else None. From the flavour as
-    written: resolve says what is wrong with it."""
-    flavours = _flavours(pillar_ami)
-    layer = flavours.get(name)
-    if not isinstance(layer, Mapping) or layer.get("from_parent") is not True:
-        return None
-    parent = layer.get("extends")
-    return parent if isinstance(parent, str) and parent in flavours else None
-
-
-def image_children(pillar_ami, name):
-    """The flavours that build from flavour ``name``'s image, sorted."""
-    return [child for child in names(pillar_ami) if image_parent(pillar_ami, child) == name]
-
-
-def build_order(pillar_ami, wanted, with_parents=True):
-    """The flavours ``wanted`` in the order they build: each after the flavour whose image it
-    builds from, the others as given (several families side by side, level by level); with
-    ``with_parents``, the image ancestors of each that ``wanted`` lacks come in before it.
-    [(name, parent)]: parent is the flavour it builds from when that is in the list, else
-    None."""
-    parents, order = {}, []
-
-    def add(name, seen=()):
-        if name in parents or name in seen:  # (a loop of extends: resolve reports it)
-            return
-        parent = image_parent(pillar_ami, name)
-        if parent is not None and with_parents:
-            add(parent, (*seen, name))
-        parents[name] = parent
-        order.append(name)
-
-    for name in wanted:
-        add(name)
-
-    def depth(name, seen=()):
-        parent = parents.get(name)
-        return 0 if parent not in parents or parent in seen else 1 + depth(parent, (*seen, name))
-
-    return [(name, parents[name] if parents[name] in parents else None)
-            for name in sorted(order, key=depth)]
+    return flavour
 
 
 def check_sls(flavour, exists):
@@ -732,39 +476,3 @@ def check_sls(flavour, exists):
                                f"(an SLS a.b is the file a/b.sls or a/b/init.sls)")
     where.raise_problems()
 
-
-# ------------------------------------------------------------------------------ fingerprint
-def _json_default(value):
-    # YAML makes dates and times of unquoted ones
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    raise TypeError(f"a {type(value).__name__} value cannot be hashed")
-
-
-def canonical_hash(obj):
-    """sha256 (hex) of ``obj`` as canonical JSON: keys sorted, no whitespace, UTF-8. Equal data
-    hashes equal whatever the order of its keys; dates count as their ISO 8601 strings."""
-    try:
-        text = json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False, default=_json_default)
-    except (TypeError, ValueError) as e:
-        raise _bad(f"cannot hash this data: {e}", "mappings with string keys, lists, strings, "
-                   "numbers, booleans, null, dates") from None
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def fingerprint(parts):
-    """sha256 (hex) identifying what a build makes from ``parts``: the base image's id and
-    os_hash_value, the hash of the SLS content, the pillar's canonical_hash, the Salt and
-    salt-ami versions, and image_settings; for a flavour built from its parent's image
-    (from_parent), also that image's fingerprint. Two builds with the same fingerprint make the
-    same image."""
-    if not isinstance(parts, Mapping):
-        raise _bad(f"fingerprint parts must be a mapping, not {_describe(parts)}")
-    return canonical_hash(parts)
-
-
-def image_settings(flavour):
-    """The keys of a resolved flavour that decide the image it makes (IMAGE_KEYS), for the
-    fingerprint beside the base image, the SLS content, the pillar's hash and the versions."""
-    return {key: flavour[key] for key in IMAGE_KEYS}
