@@ -50,24 +50,33 @@ def attach_loop(path, read_only=False, offset=None, size=None):
     return device
 
 
+def _loops():
+    """{loop device: the file it is backed by}, as losetup lists them."""
+    out = run("losetup", "--json", "--list", "--output", "NAME,BACK-FILE", check=False)
+    return {d["name"]: (d.get("back-file") or "").rstrip()
+            for d in json.loads(out or '{"loopdevices": []}')["loopdevices"]}
+
+
 def loops_of(path):
     """Loop devices backed by ``path`` (a file or a device), as losetup reports them."""
-    out = run("losetup", "--json", "--list", "--output", "NAME,BACK-FILE", check=False)
     target = os.path.realpath(path)
-    loops = json.loads(out or '{"loopdevices": []}')["loopdevices"]
-    return [d["name"] for d in loops
-            if d.get("back-file") and os.path.realpath(d["back-file"].rstrip()) == target]
+    return [name for name, back in _loops().items() if back and os.path.realpath(back) == target]
 
 
 def detach_loop(device):
+    """Detach a loop device of ours, retrying while it is busy. Whether it is still attached
+    is judged by its backing file: a device once detached may at once be another process's
+    (losetup --find hands out the lowest free one), which is no failure of this detach."""
+    backing = _loops().get(device)
     run("partx", "--delete", device, check=False)
+    if backing is None:
+        return
     for attempt in range(10):
-        if not run("losetup", "--detach", device, check=False) or not Path(device).exists():
+        if not completed("losetup", "--detach", device).returncode or _loops().get(device) != backing:
             break
         time.sleep(0.3 * (attempt + 1))
-    if device in [d["name"] for d in json.loads(run("losetup", "--json", "--list") or
-                                                 '{"loopdevices": []}')["loopdevices"]]:
-        raise DiskError(f"loop device {device} is still attached")
+    if _loops().get(device) == backing:
+        raise DiskError(f"loop device {device} is still attached (to {backing})")
 
 
 def detach_loops_of(path):
