@@ -481,12 +481,20 @@ def discard(clients, image_id):
         log.warning("could not delete the unfinished image %s, delete it by hand: %s", image_id, e)
 
 
+def _ended(image):
+    """Why an image being waited for will never be active, or None: gone (a 404, or deleted
+    and still shown for a moment, which of the two depends on when Glance is asked), or
+    killed."""
+    if image is None or image["status"] in GONE_STATUSES:
+        return "it is gone" if image is None else f"it is gone (status {image['status']})"
+    return f"its status is {image['status']}" if image["status"] in FAILED_STATUSES else None
+
+
 def wait_active(clients, image_id, timeout):
     return wait_for(lambda: _get(clients, image_id),
                     lambda i: i is not None and i["status"] == "active",
                     f"image {image_id} to become active", timeout,
-                    failed=lambda i: "it is gone" if i is None else
-                    (f"its status is {i['status']}" if i["status"] in FAILED_STATUSES else None),
+                    failed=_ended,
                     describe=lambda i: "gone" if i is None else f"status {i['status']}")
 
 
@@ -546,10 +554,8 @@ def _import_failure(clients, image):
 
 def _wait_imported(clients, image_id, timeout):
     def failed(image):
-        if image is None:
-            return "it is gone"
-        if image["status"] in FAILED_STATUSES:
-            return f"its status is {image['status']}"
+        if _ended(image):
+            return _ended(image)
         # where Glance puts a staged image whose import failed
         if image["status"] == "queued":
             return _import_failure(clients, image)
