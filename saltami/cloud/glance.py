@@ -554,8 +554,9 @@ def _import_failure(clients, image):
 
 def _wait_imported(clients, image_id, timeout):
     def failed(image):
-        if _ended(image):
-            return _ended(image)
+        ended = _ended(image)
+        if ended:
+            return ended
         # where Glance puts a staged image whose import failed
         if image["status"] == "queued":
             return _import_failure(clients, image)
